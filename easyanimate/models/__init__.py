@@ -1,0 +1,7 @@
+"""Models: the video DiT, its motion modules, presets and the text encoder."""
+
+from .motion_module import MotionModule
+from .presets import TRANSFORMER_PRESETS, build_transformer
+from .transformer3d import VideoTransformer3DModel
+
+__all__ = ["MotionModule", "TRANSFORMER_PRESETS", "VideoTransformer3DModel", "build_transformer"]

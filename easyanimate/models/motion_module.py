@@ -1,0 +1,57 @@
+"""Temporal motion module: attention along time inserted after a spatial DiT block.
+
+A fresh module is an exact identity (its output projection starts at zero and is added as a
+residual), so inserting it into a pretrained PixArt leaves every frame's output unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.models.attention import FeedForward
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from torch import nn
+
+from .embeddings import sinusoidal_positions
+
+
+class MotionModule(nn.Module):
+    """Self-attention over sequences of tokens ordered in time.
+
+    Input `(N, S, D)`: N independent sequences of S tokens (S = frames for the vanilla module,
+    frames * tile area for the grid and full variants). `frame_ids` `(S,)` gives each token's frame
+    index, used for the sinusoidal temporal encoding added before every attention layer.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        head_dim: int,
+        num_attention_layers: int = 2,
+        ff_mult: int = 4,
+        norm_eps: float = 1e-6,
+    ):
+        super().__init__()
+        self.dim = dim
+        self.norm_in = nn.LayerNorm(dim, eps=norm_eps)
+        self.proj_in = nn.Linear(dim, dim)
+        self.attn_norms = nn.ModuleList(nn.LayerNorm(dim, eps=norm_eps) for _ in range(num_attention_layers))
+        self.attentions = nn.ModuleList(
+            Attention(
+                query_dim=dim, heads=num_heads, dim_head=head_dim, bias=True, processor=AttnProcessor2_0()
+            )
+            for _ in range(num_attention_layers)
+        )
+        self.ff_norm = nn.LayerNorm(dim, eps=norm_eps)
+        self.ff = FeedForward(dim, mult=ff_mult, activation_fn="geglu")
+        self.proj_out = nn.Linear(dim, dim)
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
+
+    def forward(self, hidden_states: torch.Tensor, frame_ids: torch.Tensor) -> torch.Tensor:
+        pe = sinusoidal_positions(frame_ids, self.dim).to(hidden_states.device, hidden_states.dtype)
+        h = self.proj_in(self.norm_in(hidden_states))
+        for norm, attn in zip(self.attn_norms, self.attentions):
+            h = h + attn(norm(h) + pe)
+        h = h + self.ff(self.ff_norm(h))
+        return hidden_states + self.proj_out(h)

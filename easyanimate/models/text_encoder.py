@@ -1,0 +1,141 @@
+"""Text encoder: a transformers encoder + tokenizer loaded from a local folder.
+
+PixArt uses T5-XXL (`T5EncoderModel`, 120 tokens); any transformers encoder whose output has
+`last_hidden_state` works (T5, CLIP text, BERT-like). Also builds a tiny caption tokenizer offline
+(sentencepiece trained on captions) for tests and the CPU demo model.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterable, Sequence
+
+import torch
+import transformers
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+
+DEFAULT_MAX_LENGTH = 120  # PixArt-alpha's caption length
+
+
+def _subfolder(path: str, name: str) -> str:
+    sub = os.path.join(path, name)
+    return sub if os.path.isdir(sub) else path
+
+
+def _encoder_class(folder: str):
+    """The class named in the folder's config (e.g. T5EncoderModel), so T5 loads without a decoder."""
+    config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    for arch in config.architectures or []:
+        cls = getattr(transformers, arch, None)
+        if cls is not None:
+            return cls
+    return AutoModel
+
+
+class TextEncoder(nn.Module):
+    """Tokenize and encode prompts into `(features (B, L, D), mask (B, L))`, padded to `max_length`."""
+
+    def __init__(
+        self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, max_length: int = DEFAULT_MAX_LENGTH
+    ):
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    @property
+    def hidden_size(self) -> int:
+        return (
+            self.model.config.hidden_size
+            if hasattr(self.model.config, "hidden_size")
+            else self.model.config.d_model
+        )
+
+    @torch.no_grad()
+    def forward(self, prompts: str | Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        tokens = self.tokenizer(
+            list(prompts),
+            padding="max_length",
+            max_length=self.max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        device = next(self.model.parameters()).device
+        ids = tokens.input_ids.to(device)
+        mask = tokens.attention_mask.to(device)
+        features = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        return features, mask
+
+    encode = forward
+
+
+def load_text_encoder(
+    path: str,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    torch_dtype: torch.dtype | None = None,
+    device: str | torch.device = "cpu",
+) -> TextEncoder:
+    """Load from `path` holding either `text_encoder/` + `tokenizer/` (PixArt layout) or both in one folder."""
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"text encoder folder not found: {path}")
+    enc_dir = _subfolder(path, "text_encoder")
+    tok_dir = _subfolder(path, "tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
+    kwargs = {"local_files_only": True}
+    if torch_dtype is not None:
+        kwargs["dtype"] = torch_dtype
+    model = _encoder_class(enc_dir).from_pretrained(enc_dir, **kwargs).to(device)
+    return TextEncoder(model, tokenizer, max_length=max_length)
+
+
+def build_caption_tokenizer(captions: Iterable[str], vocab_size: int = 256):
+    """Train a sentencepiece unigram vocabulary on captions and wrap it as a T5 tokenizer (offline).
+
+    Ids follow T5: pad 0, eos 1, unk 2. Used for the tiny test and demo text encoders.
+    """
+    import sentencepiece as spm
+    from transformers import T5Tokenizer
+
+    buffer = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(list(captions)),
+        model_writer=buffer,
+        vocab_size=vocab_size,
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        hard_vocab_limit=False,  # small corpora have fewer pieces than asked
+        minloglevel=2,
+    )
+    proc = spm.SentencePieceProcessor(model_proto=buffer.getvalue())
+    vocab = [(proc.id_to_piece(i), proc.get_score(i)) for i in range(proc.get_piece_size())]
+    return T5Tokenizer(vocab=vocab, extra_ids=0)
+
+
+def build_tiny_t5_encoder(
+    tokenizer: PreTrainedTokenizerBase, d_model: int = 32, num_layers: int = 2, seed: int = 0
+):
+    """A randomly initialised small T5 encoder matching a tokenizer (tests, demo)."""
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=d_model,
+        d_kv=d_model // 4,
+        d_ff=d_model * 2,
+        num_layers=num_layers,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        dropout_rate=0.0,
+    )
+    torch.manual_seed(seed)
+    return T5EncoderModel(config).eval()

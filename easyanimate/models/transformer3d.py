@@ -1,0 +1,323 @@
+"""VideoTransformer3DModel: the PixArt-alpha DiT extended to video.
+
+Spatial blocks are diffusers' own PixArt blocks with PixArt's parameter names, so a PixArt-alpha
+checkpoint maps onto them one to one (see `pixart_weights.py`). Frames are folded into the batch for
+the spatial blocks; after each chosen block a `MotionModule` regroups the tokens so attention runs
+along time. Optional U-ViT long skips join mirrored blocks through zero-initialised linears.
+Fresh motion modules and skips are exact identities: the model then computes PixArt frame by frame.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.attention import BasicTransformerBlock
+from diffusers.models.embeddings import PatchEmbed, PixArtAlphaTextProjection
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.normalization import AdaLayerNormSingle
+from torch import nn
+
+from .motion_module import MotionModule
+
+MOTION_MODES = ("none", "vanilla", "grid", "hybrid")
+MOTION_CONFIG_KEYS = (
+    "motion_module_mode",
+    "motion_module_every",
+    "motion_grid_size",
+    "motion_num_attention_layers",
+    "motion_ff_mult",
+)
+
+
+def motion_layout(num_layers: int, mode: str, every: int) -> dict[int, str]:
+    """Which blocks get a motion module and of which kind ("temporal", "grid" or "full").
+
+    `every=k` puts one after blocks 0, k, 2k, ...; "hybrid" alternates temporal and full (all
+    F*H*W tokens) attention, starting with temporal.
+    """
+    if mode not in MOTION_MODES:
+        raise ValueError(f"motion_module_mode must be one of {MOTION_MODES}, got {mode!r}")
+    if mode == "none" or every <= 0:
+        return {}
+    blocks = [i for i in range(num_layers) if i % every == 0]
+    if mode == "vanilla":
+        return {i: "temporal" for i in blocks}
+    if mode == "grid":
+        return {i: "grid" for i in blocks}
+    return {i: ("temporal" if k % 2 == 0 else "full") for k, i in enumerate(blocks)}
+
+
+def skip_targets(num_layers: int) -> dict[int, int]:
+    """U-ViT pairing: block j of the second half receives the output of its mirror N-1-j."""
+    half = num_layers // 2
+    return {num_layers - 1 - i: i for i in range(half)}
+
+
+class VideoTransformer3DModel(ModelMixin, ConfigMixin):
+    """PixArt-alpha DiT over video latents `(B, C, F, H, W)`; F = 1 is the image (t2i) path."""
+
+    _supports_gradient_checkpointing = True
+    _no_split_modules = ["BasicTransformerBlock", "MotionModule"]
+
+    @register_to_config
+    def __init__(
+        self,
+        num_attention_heads: int = 16,
+        attention_head_dim: int = 72,
+        in_channels: int = 4,
+        out_channels: int | None = 8,
+        num_layers: int = 28,
+        dropout: float = 0.0,
+        cross_attention_dim: int | None = 1152,
+        attention_bias: bool = True,
+        sample_size: int = 128,
+        patch_size: int = 2,
+        activation_fn: str = "gelu-approximate",
+        num_embeds_ada_norm: int = 1000,
+        upcast_attention: bool = False,
+        norm_elementwise_affine: bool = False,
+        norm_eps: float = 1e-6,
+        interpolation_scale: float | None = None,
+        use_additional_conditions: bool | None = None,
+        caption_channels: int | None = None,
+        motion_module_mode: str = "vanilla",
+        motion_module_every: int = 1,
+        motion_grid_size: int = 2,
+        motion_num_attention_layers: int = 2,
+        motion_ff_mult: int = 4,
+        use_long_skips: bool = False,
+    ):
+        super().__init__()
+        inner_dim = num_attention_heads * attention_head_dim
+        self.inner_dim = inner_dim
+        self.out_channels = in_channels if out_channels is None else out_channels
+        # PixArt's own rule: only the 1024px models (sample_size 128) use resolution/aspect conditions.
+        self.use_additional_conditions = (
+            sample_size == 128 if use_additional_conditions is None else use_additional_conditions
+        )
+        self.gradient_checkpointing = False
+        interp = interpolation_scale if interpolation_scale is not None else max(sample_size // 64, 1)
+
+        self.pos_embed = PatchEmbed(
+            height=sample_size,
+            width=sample_size,
+            patch_size=patch_size,
+            in_channels=in_channels,
+            embed_dim=inner_dim,
+            interpolation_scale=interp,
+        )
+        self.transformer_blocks = nn.ModuleList(
+            BasicTransformerBlock(
+                inner_dim,
+                num_attention_heads,
+                attention_head_dim,
+                dropout=dropout,
+                cross_attention_dim=cross_attention_dim,
+                activation_fn=activation_fn,
+                num_embeds_ada_norm=num_embeds_ada_norm,
+                attention_bias=attention_bias,
+                upcast_attention=upcast_attention,
+                norm_type="ada_norm_single",
+                norm_elementwise_affine=norm_elementwise_affine,
+                norm_eps=norm_eps,
+            )
+            for _ in range(num_layers)
+        )
+        self.norm_out = nn.LayerNorm(inner_dim, elementwise_affine=False, eps=1e-6)
+        self.scale_shift_table = nn.Parameter(torch.randn(2, inner_dim) / inner_dim**0.5)
+        self.proj_out = nn.Linear(inner_dim, patch_size * patch_size * self.out_channels)
+        self.adaln_single = AdaLayerNormSingle(
+            inner_dim, use_additional_conditions=self.use_additional_conditions
+        )
+        self.caption_projection = None
+        if caption_channels is not None:
+            self.caption_projection = PixArtAlphaTextProjection(
+                in_features=caption_channels, hidden_size=inner_dim
+            )
+
+        self._build_motion_modules()
+        self.skip_sources = skip_targets(num_layers) if use_long_skips else {}
+        self.skip_linears = nn.ModuleDict(
+            {str(j): nn.Linear(inner_dim, inner_dim) for j in self.skip_sources}
+        )
+        for lin in self.skip_linears.values():
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def _build_motion_modules(self) -> None:
+        cfg = self.config
+        self.motion_kinds = motion_layout(cfg.num_layers, cfg.motion_module_mode, cfg.motion_module_every)
+        self.motion_modules = nn.ModuleDict(
+            {
+                str(i): MotionModule(
+                    self.inner_dim,
+                    cfg.num_attention_heads,
+                    cfg.attention_head_dim,
+                    num_attention_layers=cfg.motion_num_attention_layers,
+                    ff_mult=cfg.motion_ff_mult,
+                    norm_eps=cfg.norm_eps,
+                )
+                for i in self.motion_kinds
+            }
+        )
+
+    def set_motion_layout(self, **layout: Any) -> None:
+        """Replace the motion modules by fresh (identity) ones of a new layout.
+
+        Keys: motion_module_mode, motion_module_every, motion_grid_size, motion_num_attention_layers,
+        motion_ff_mult. The change is recorded in the config, so `save_pretrained` keeps it.
+        """
+        unknown = set(layout) - set(MOTION_CONFIG_KEYS)
+        if unknown:
+            raise ValueError(
+                f"unknown motion layout keys {sorted(unknown)}; valid: {list(MOTION_CONFIG_KEYS)}"
+            )
+        ref = next(self.parameters())
+        self.register_to_config(**layout)
+        self._build_motion_modules()
+        self.motion_modules.to(device=ref.device, dtype=ref.dtype)
+
+    # ----------------------------------------------------------------------------------------------
+    # token regrouping for the motion modules; hidden states are (B*F, h*w, D), frames in the batch
+
+    def _to_motion(self, x: torch.Tensor, kind: str, b: int, f: int, h: int, w: int):
+        d = x.shape[-1]
+        dev = x.device
+        if kind == "temporal":
+            seq = x.view(b, f, h * w, d).transpose(1, 2).reshape(b * h * w, f, d)
+            return seq, torch.arange(f, device=dev)
+        if kind == "full":
+            return x.reshape(b, f * h * w, d), torch.arange(f, device=dev).repeat_interleave(h * w)
+        g = self.config.motion_grid_size
+        if h % g or w % g:
+            raise ValueError(
+                f"grid motion modules need the token grid ({h}x{w}) to be divisible by motion_grid_size={g}"
+            )
+        seq = x.view(b, f, h // g, g, w // g, g, d).permute(0, 2, 4, 1, 3, 5, 6)
+        seq = seq.reshape(b * (h // g) * (w // g), f * g * g, d)
+        return seq, torch.arange(f, device=dev).repeat_interleave(g * g)
+
+    def _from_motion(self, seq: torch.Tensor, kind: str, b: int, f: int, h: int, w: int) -> torch.Tensor:
+        d = seq.shape[-1]
+        if kind == "temporal":
+            return seq.view(b, h * w, f, d).transpose(1, 2).reshape(b * f, h * w, d)
+        if kind == "full":
+            return seq.reshape(b * f, h * w, d)
+        g = self.config.motion_grid_size
+        x = seq.view(b, h // g, w // g, f, g, g, d).permute(0, 3, 1, 4, 2, 5, 6)
+        return x.reshape(b * f, h * w, d)
+
+    def _run(self, module: nn.Module, *args):
+        if torch.is_grad_enabled() and self.gradient_checkpointing:
+            return self._gradient_checkpointing_func(module, *args)
+        return module(*args)
+
+    # ----------------------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: torch.Tensor | None = None,
+        added_cond_kwargs: dict[str, Any] | None = None,
+        return_dict: bool = True,
+    ) -> Transformer2DModelOutput | tuple[torch.Tensor]:
+        """Denoise latents.
+
+        Args:
+            hidden_states: `(B, C, F, H, W)` video latents, or `(B, C, H, W)` for an image.
+            timestep: `(B,)` or a scalar.
+            encoder_hidden_states: `(B, L, caption_channels)` text features.
+            encoder_attention_mask: `(B, L)` with 1 = keep, 0 = padding.
+            added_cond_kwargs: PixArt's `resolution` / `aspect_ratio` when the config uses them.
+        Returns `(B, out_channels, F, H, W)` (or 4D for a 4D input).
+        """
+        image_input = hidden_states.ndim == 4
+        if image_input:
+            hidden_states = hidden_states.unsqueeze(2)
+        b, _, f, height, width = hidden_states.shape
+        p = self.config.patch_size
+        if height % p or width % p:
+            raise ValueError(f"latent height/width ({height}x{width}) must be multiples of patch_size={p}")
+        h, w = height // p, width // p
+        if self.use_additional_conditions and added_cond_kwargs is None:
+            raise ValueError("this model uses resolution/aspect-ratio conditions: pass `added_cond_kwargs`")
+
+        timestep = torch.as_tensor(timestep, device=hidden_states.device)
+        if timestep.ndim == 0:
+            timestep = timestep.expand(b)
+        if encoder_attention_mask is not None and encoder_attention_mask.ndim == 2:
+            # PixArt's convention: a keep-mask becomes an additive bias (B, 1, L)
+            encoder_attention_mask = (1 - encoder_attention_mask.to(hidden_states.dtype)) * -10000.0
+            encoder_attention_mask = encoder_attention_mask.unsqueeze(1)
+
+        x = hidden_states.permute(0, 2, 1, 3, 4).reshape(b * f, -1, height, width)
+        x = self.pos_embed(x)  # (B*F, h*w, D), 2D sin-cos computed for this grid
+        t_mod, t_emb = self.adaln_single(
+            timestep, added_cond_kwargs, batch_size=b, hidden_dtype=x.dtype
+        )  # computed once per video, shared by its frames
+        t_mod = t_mod.repeat_interleave(f, dim=0)
+        t_emb = t_emb.repeat_interleave(f, dim=0)
+        context = encoder_hidden_states
+        if self.caption_projection is not None:
+            context = self.caption_projection(context).view(b, -1, x.shape[-1])
+        context = context.repeat_interleave(f, dim=0)
+        if encoder_attention_mask is not None:
+            encoder_attention_mask = encoder_attention_mask.repeat_interleave(f, dim=0)
+
+        skips: dict[int, torch.Tensor] = {}
+        for i, block in enumerate(self.transformer_blocks):
+            if i in self.skip_sources:
+                x = x + self.skip_linears[str(i)](skips.pop(self.skip_sources[i]))
+            x = self._run(block, x, None, context, encoder_attention_mask, t_mod, None, None)
+            kind = self.motion_kinds.get(i)
+            if kind is not None and f > 1:  # an image has no motion: F = 1 stays pure PixArt
+                seq, frame_ids = self._to_motion(x, kind, b, f, h, w)
+                seq = self._run(self.motion_modules[str(i)], seq, frame_ids)
+                x = self._from_motion(seq, kind, b, f, h, w)
+            if i in self.skip_sources.values():
+                skips[i] = x
+
+        shift, scale = (self.scale_shift_table[None] + t_emb[:, None]).chunk(2, dim=1)
+        x = self.norm_out(x) * (1 + scale) + shift
+        x = self.proj_out(x)
+        c = self.out_channels
+        x = x.reshape(b, f, h, w, p, p, c).permute(0, 6, 1, 2, 4, 3, 5)
+        out = x.reshape(b, c, f, height, width)
+        if image_input:
+            out = out.squeeze(2)
+        if not return_dict:
+            return (out,)
+        return Transformer2DModelOutput(sample=out)
+
+    # ----------------------------------------------------------------------------------------------
+    # PixArt loading and motion-module files live in their own module; thin methods here.
+
+    @classmethod
+    def from_pixart(cls, path_or_model, **video_options) -> VideoTransformer3DModel:
+        """Build from a diffusers PixArt-alpha transformer (folder or model); see `pixart_weights`."""
+        from .pixart_weights import video_transformer_from_pixart
+
+        return video_transformer_from_pixart(cls, path_or_model, **video_options)
+
+    def save_motion_modules(self, directory: str) -> str:
+        """Write the motion modules alone (safetensors + their config) to `directory`."""
+        from .motion_weights import save_motion_modules
+
+        return save_motion_modules(self, directory)
+
+    def load_motion_modules(self, directory: str) -> None:
+        """Load motion modules saved by `save_motion_modules`, onto this backbone of the same width."""
+        from .motion_weights import load_motion_modules
+
+        load_motion_modules(self, directory)
+
+    def backbone_parameters(self):
+        """Parameters of the spatial DiT (everything but motion modules and long skips)."""
+        for name, param in self.named_parameters():
+            if not name.startswith(("motion_modules.", "skip_linears.")):
+                yield name, param
