@@ -2,6 +2,15 @@
 
 from .motion_module import MotionModule
 from .presets import TRANSFORMER_PRESETS, build_transformer
+from .slice_vae import VAE_PRESETS, SliceVAE, build_vae
 from .transformer3d import VideoTransformer3DModel
 
-__all__ = ["MotionModule", "TRANSFORMER_PRESETS", "VideoTransformer3DModel", "build_transformer"]
+__all__ = [
+    "MotionModule",
+    "SliceVAE",
+    "TRANSFORMER_PRESETS",
+    "VAE_PRESETS",
+    "VideoTransformer3DModel",
+    "build_transformer",
+    "build_vae",
+]
