@@ -56,3 +56,13 @@ def text_encoder_dir(tmp_path_factory) -> str:
     tokenizer.save_pretrained(os.path.join(path, "tokenizer"))
     build_tiny_t5_encoder(tokenizer, d_model=32).save_pretrained(os.path.join(path, "text_encoder"))
     return path
+
+
+@pytest.fixture(scope="session")
+def shapes_dir(tmp_path_factory) -> str:
+    """A small synthetic shapes dataset (real mp4 + png files, normal-format metadata)."""
+    from easyanimate.data.synthetic import generate
+
+    path = str(tmp_path_factory.mktemp("shapes"))
+    generate(path, num_videos=8, num_images=4, size=32, frames=9, seed=0)
+    return path

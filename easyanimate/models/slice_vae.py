@@ -118,6 +118,9 @@ class SliceVAE(AutoencoderKLMagvit):
         self.tile_sample_size = 256  # pixels; tiling applies to frames larger than this
         self.tile_sample_overlap = 64
         self.allow_trim = False
+        self._slice_checkpointing = False
+        # modules holding the causal cache between slices (convs and temporal upsamplers)
+        self._cache_modules = [m for m in self.modules() if hasattr(m, "prev_features")]
 
     # ---------------------------------------------------------------------------------------------- settings
 
@@ -143,6 +146,39 @@ class SliceVAE(AutoencoderKLMagvit):
         self.use_tiling = True
         self.tile_sample_size = tile_sample_size
         self.tile_sample_overlap = tile_sample_overlap
+
+    def enable_gradient_checkpointing(self, gradient_checkpointing_func=None) -> None:
+        """Recompute each slice in backward instead of storing its activations.
+
+        Upstream's block-level checkpointing fails here: recomputation runs after the causal cache has moved
+        on (torch raises CheckpointError). We checkpoint whole slices and pass the cache in and out as
+        tensors, so the recomputed slice sees exactly the cache it saw in the forward pass.
+        """
+        self._slice_checkpointing = True
+
+    def disable_gradient_checkpointing(self) -> None:
+        self._slice_checkpointing = False
+
+    def _run_slice(self, module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if not (self._slice_checkpointing and torch.is_grad_enabled()):
+            return module(x)
+        mods = self._cache_modules
+
+        def step(x, *caches):
+            for m, c in zip(mods, caches):
+                m.prev_features = c
+            out = module(x)
+            new = tuple(m.prev_features for m in mods)
+            for m in mods:  # the caller installs the new cache; a recomputation leaves nothing behind
+                m.prev_features = None
+            return (out, *new)
+
+        out, *new = torch.utils.checkpoint.checkpoint(
+            step, x, *(m.prev_features for m in mods), use_reentrant=False
+        )
+        for m, c in zip(mods, new):
+            m.prev_features = c
+        return out
 
     def latent_frames(self, num_frames: int) -> int:
         """Latent frames for `num_frames` video frames; clear error for counts off the 1 + 4k rule."""
@@ -175,10 +211,14 @@ class SliceVAE(AutoencoderKLMagvit):
         out = x.new_empty(b, 2 * self.config.latent_channels, self.latent_frames(f), h // s, w // s)
         self._clear_conv_cache()
         try:
-            out[:, :, :1] = self.quant_conv(self.encoder(x[:, :, :1]))  # the first frame stands alone
+            out[:, :, :1] = self.quant_conv(
+                self._run_slice(self.encoder, x[:, :, :1])
+            )  # the first frame stands alone
             pos = 1
             for i in range(1, f, self.encode_slice_frames):
-                moments = self.quant_conv(self.encoder(x[:, :, i : i + self.encode_slice_frames]))
+                moments = self.quant_conv(
+                    self._run_slice(self.encoder, x[:, :, i : i + self.encode_slice_frames])
+                )
                 out[:, :, pos : pos + moments.shape[2]] = moments
                 pos += moments.shape[2]
         finally:
@@ -211,10 +251,12 @@ class SliceVAE(AutoencoderKLMagvit):
         out = z.new_empty(b, self.config.out_channels, self.video_frames(f), h * s, w * s)
         self._clear_conv_cache()
         try:
-            out[:, :, :1] = self.decoder(self.post_quant_conv(z[:, :, :1]))
+            out[:, :, :1] = self._run_slice(self.decoder, self.post_quant_conv(z[:, :, :1]))
             pos = 1
             for i in range(1, f, self.decode_slice_latents):
-                frames = self.decoder(self.post_quant_conv(z[:, :, i : i + self.decode_slice_latents]))
+                frames = self._run_slice(
+                    self.decoder, self.post_quant_conv(z[:, :, i : i + self.decode_slice_latents])
+                )
                 out[:, :, pos : pos + frames.shape[2]] = frames
                 pos += frames.shape[2]
         finally:

@@ -1,0 +1,106 @@
+"""Read and write video frames.
+
+PyAV is the default reader: it decodes every stream here. decord is faster on long videos but version 0.6.0
+returns wrong strides for some frame widths (seen here with 48-pixel-wide H.264), so it is opt-in and its
+output is checked.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif"}
+
+
+def media_type(path: str) -> str | None:
+    ext = os.path.splitext(path)[1].lower()
+    if ext in IMAGE_EXTENSIONS:
+        return "image"
+    if ext in VIDEO_EXTENSIONS:
+        return "video"
+    return None
+
+
+def count_frames(path: str) -> int:
+    """Number of decodable frames (decodes the stream: exact, also where the header lies)."""
+    import av
+
+    with av.open(path) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def read_frames(path: str, indices: Sequence[int] | None = None, backend: str = "pyav") -> np.ndarray:
+    """Frames `(N, H, W, 3)` uint8 RGB at `indices` (all frames when None)."""
+    if backend == "decord":
+        frames = _read_decord(path, indices)
+        if frames is not None:
+            return frames
+    import av
+
+    wanted = None if indices is None else sorted(set(indices))
+    got: dict[int, np.ndarray] = {}
+    with av.open(path) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if wanted is None or i in wanted:
+                got[i] = frame.to_ndarray(format="rgb24")
+            if wanted is not None and i >= wanted[-1]:
+                break
+    if not got:
+        raise ValueError(f"no decodable frames in {path}")
+    if indices is None:
+        return np.stack([got[i] for i in sorted(got)])
+    missing = [i for i in indices if i not in got]
+    if missing:
+        raise ValueError(f"{path}: frames {missing[:3]}... not decodable (video has {max(got) + 1})")
+    return np.stack([got[i] for i in indices])
+
+
+def _read_decord(path: str, indices: Sequence[int] | None) -> np.ndarray | None:
+    try:
+        import decord
+    except ImportError:
+        return None
+    try:
+        reader = decord.VideoReader(path)
+        idx = list(range(len(reader))) if indices is None else list(indices)
+        frames = reader.get_batch(idx).asnumpy()
+    except Exception:  # decord raises its own error types; PyAV takes over
+        return None
+    return frames if frames.ndim == 4 and frames.shape[-1] == 3 else None
+
+
+def read_image(path: str) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def write_video(path: str, frames: np.ndarray, fps: float = 8) -> str:
+    """Write `(N, H, W, 3)` uint8 frames as H.264 mp4 (yuv420p; odd sizes padded by one edge pixel)."""
+    import av
+
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected (N, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
+    pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
+    if pad_h or pad_w:
+        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.mp4"
+    with av.open(tmp, "w") as container:
+        stream = container.add_stream("libx264", rate=round(fps))
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "17"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    os.replace(tmp, path)  # no half-written videos
+    return path

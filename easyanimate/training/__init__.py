@@ -1,0 +1,1 @@
+"""Training: typed configs, checkpoints, and the trainers."""

@@ -1,0 +1,78 @@
+"""Atomic checkpoints with resume: a crash never leaves a half-written checkpoint behind.
+
+Layout: `<output_dir>/checkpoints/checkpoint-<step>/` holding accelerate's state (models, optimizers,
+schedulers, RNG states, registered objects) and `trainer_state.json`. A checkpoint is written to a
+`.tmp` folder and renamed into place only when complete; only the last `keep` are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from typing import Any
+
+from accelerate import Accelerator
+
+STATE_FILE = "trainer_state.json"
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+def checkpoint_dir(output_dir: str) -> str:
+    return os.path.join(output_dir, "checkpoints")
+
+
+def list_checkpoints(output_dir: str) -> list[str]:
+    """Complete checkpoints, oldest first (unfinished `.tmp` folders are ignored)."""
+    root = checkpoint_dir(output_dir)
+    if not os.path.isdir(root):
+        return []
+    found = []
+    for name in os.listdir(root):
+        m = _NAME.match(name)
+        path = os.path.join(root, name)
+        if m and os.path.isfile(os.path.join(path, STATE_FILE)):
+            found.append((int(m.group(1)), path))
+    return [p for _, p in sorted(found)]
+
+
+def resolve_resume(output_dir: str, resume: str | None) -> str | None:
+    """`"latest"` -> newest complete checkpoint (or None for a fresh run); a path -> that path."""
+    if not resume:
+        return None
+    if resume == "latest":
+        found = list_checkpoints(output_dir)
+        return found[-1] if found else None
+    if not os.path.isfile(os.path.join(resume, STATE_FILE)):
+        raise FileNotFoundError(f"{resume} is not a complete checkpoint (no {STATE_FILE})")
+    return resume
+
+
+def save_checkpoint(
+    accelerator: Accelerator, output_dir: str, step: int, state: dict[str, Any], keep: int
+) -> str:
+    root = checkpoint_dir(output_dir)
+    final = os.path.join(root, f"checkpoint-{step:08d}")
+    tmp = final + ".tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp, exist_ok=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(tmp)
+    if accelerator.is_main_process:
+        with open(os.path.join(tmp, STATE_FILE), "w") as fh:
+            json.dump({"step": step, **state}, fh, indent=2)
+        if os.path.isdir(final):
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in list_checkpoints(output_dir)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(accelerator: Accelerator, path: str) -> dict[str, Any]:
+    accelerator.load_state(path)
+    with open(os.path.join(path, STATE_FILE)) as fh:
+        return json.load(fh)

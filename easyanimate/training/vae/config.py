@@ -1,0 +1,60 @@
+"""The typed config of a Slice VAE training run (YAML in config/vae/, overrides on the command line)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class VAEDataConfig:
+    root: str = "datasets/demo"  # a folder of videos and/or images
+    num_frames: int = 17  # 1 + 4k
+    size: int = 64  # square crops, multiple of 8
+    frame_stride: int = 1
+    batch_size: int = 1
+    image_ratio: float = 0.25  # share of steps that train on single images
+    num_workers: int = 0
+
+
+@dataclass
+class VAELossConfig:
+    kl_weight: float = 1e-6
+    perceptual_weights: str | None = None  # local torchvision-format vgg16 weights; None: no perceptual loss
+    perceptual_weight: float = 0.1
+    disc_start: int | None = None  # step at which the adversarial loss starts; None: no discriminator
+    disc_weight: float = 0.05
+    disc_learning_rate: float = 1e-4
+    disc_channels: int = 32
+
+
+@dataclass
+class VAETrainConfig:
+    output_dir: str = "outputs/vae"
+    stage: int = 1  # 1: encoder + decoder; 2: decoder only (encoder frozen and verified)
+    model: str = "tiny"  # a VAE preset name, or a SliceVAE / AutoencoderKLMagvit folder
+    seed: int = 0
+    max_steps: int = 1000
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "no"  # "no" | "fp16" | "bf16"
+    gradient_checkpointing: bool = False
+    encode_slice_frames: int = 8
+    decode_slice_latents: int = 2
+    checkpointing_steps: int = 500
+    checkpoints_total_limit: int = 3
+    resume_from_checkpoint: str | None = None  # "latest" or a checkpoint folder
+    validation_steps: int = 500
+    log_steps: int = 10
+    fps: int = 8
+    data: VAEDataConfig = field(default_factory=VAEDataConfig)
+    loss: VAELossConfig = field(default_factory=VAELossConfig)
+
+    def __post_init__(self) -> None:
+        if self.stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, got {self.stage}")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+        if (self.data.num_frames - 1) % 4:
+            raise ValueError(f"data.num_frames must be 1 + 4k, got {self.data.num_frames}")
