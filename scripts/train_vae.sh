@@ -1,11 +1,11 @@
-#!/usr/bin/env bash
+#!/bin/sh
 # Slice VAE training, both stages. Variables (override from the environment):
 #   DATA_ROOT   folder of videos and/or images        (default datasets/demo)
 #   OUTPUT_DIR  where checkpoints and the VAE go       (default outputs/vae)
 #   CONFIG      stage-1 YAML                           (default config/vae/tiny_stage1.yaml)
 #   CONFIG2     stage-2 YAML                           (default config/vae/tiny_stage2.yaml)
 # Extra arguments are key=value overrides for both stages, e.g. max_steps=100.
-set -euo pipefail
+set -eu
 DATA_ROOT=${DATA_ROOT:-datasets/demo}
 OUTPUT_DIR=${OUTPUT_DIR:-outputs/vae}
 CONFIG=${CONFIG:-config/vae/tiny_stage1.yaml}

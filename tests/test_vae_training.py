@@ -134,3 +134,84 @@ def test_bad_config_names_the_key(tmp_path):
     yaml_path.write_text("stage: 1\nlearning_rat: 0.1\n")
     with pytest.raises(ConfigError, match=r"bad.yaml.*learning_rat"):
         load_config(VAETrainConfig, str(yaml_path))
+
+
+def test_train_vae_sh_runs_both_stages(tmp_path, shapes_dir):
+    """The shell entry point as the README shows it: sh scripts/train_vae.sh, through accelerate launch."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
+    env.update(DATA_ROOT=shapes_dir, OUTPUT_DIR=str(tmp_path / "vae"))
+    overrides = [
+        "max_steps=2",
+        "data.num_frames=9",
+        "data.size=32",
+        "validation_steps=2",
+        "checkpointing_steps=2",
+    ]
+    res = subprocess.run(
+        ["sh", "scripts/train_vae.sh", *overrides],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    for stage in ("stage1", "stage2"):
+        assert os.path.isfile(tmp_path / "vae" / stage / "vae" / "config.json")
+    assert SliceVAE.from_pretrained(str(tmp_path / "vae" / "stage2" / "vae")).config.latent_channels == 4
+
+
+def _fake_vgg16(path) -> str:
+    """Random weights in torchvision's vgg16 state-dict layout (the real ones are the user's)."""
+    from torch import nn
+
+    from easyanimate.training.vae.losses import _VGG16
+
+    state, c, i = {}, 3, 0
+    for v in _VGG16:
+        if v == "M":
+            i += 1
+            continue
+        conv = nn.Conv2d(c, v, 3, padding=1)
+        state[f"features.{i}.weight"], state[f"features.{i}.bias"] = conv.weight.data, conv.bias.data
+        c, i = v, i + 2
+    state["classifier.0.weight"] = torch.zeros(2, 2)  # ignored, as in a full vgg16 file
+    torch.save(state, path)
+    return str(path)
+
+
+def test_vgg_feature_loss(tmp_path):
+    from easyanimate.training.vae.losses import VGGFeatureLoss
+
+    loss = VGGFeatureLoss(_fake_vgg16(tmp_path / "vgg16.pth"))
+    x = torch.rand(1, 3, 2, 32, 32) * 2 - 1
+    assert loss(x, x).item() == 0.0
+    assert loss(x, x.flip(-1)).item() > 0
+    with pytest.raises(FileNotFoundError, match="perceptual"):
+        VGGFeatureLoss(str(tmp_path / "none.pth"))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"loss.disc_start": 1, "loss.disc_channels": 8},
+        {"mixed_precision": "bf16", "gradient_checkpointing": "true"},
+        {"loss.perceptual_weights": "VGG"},
+    ],
+    ids=["adversarial", "bf16+checkpointing", "perceptual"],
+)
+def test_optional_losses_and_precision_run(tmp_path, shapes_dir, options):
+    if options.get("loss.perceptual_weights") == "VGG":
+        options = {"loss.perceptual_weights": _fake_vgg16(tmp_path / "vgg16.pth")}
+    result = train_vae(config(tmp_path / "run", shapes_dir, max_steps=3, checkpointing_steps=3, **options))
+    last = result["history"][-1]
+    assert all(torch.isfinite(torch.tensor(v)) for v in last.values())
+    if "loss.disc_start" in options:
+        assert "d_loss" in last and "g_adv" in last and "g_adv" not in result["history"][0]
+    if "loss.perceptual_weights" in options:
+        assert last["perceptual"] > 0

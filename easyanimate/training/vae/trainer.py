@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader
@@ -93,6 +94,9 @@ def validate(vae: SliceVAE, clip: torch.Tensor, path: str, fps: int) -> dict[str
 
 
 def train_vae(cfg: VAETrainConfig) -> dict[str, Any]:
+    # accelerate keeps one global state per process; a second run (notebook, tests) may use another precision.
+    # The distributed PartialState is kept.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,

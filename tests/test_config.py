@@ -1,0 +1,50 @@
+"""Typed YAML configs: nested sections, overrides, type checks, unknown keys, round trip."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from easyanimate.training.config import ConfigError, load_config, save_config
+
+
+@dataclass
+class Inner:
+    size: int = 64
+    ratios: list[float] = field(default_factory=lambda: [1.0])
+
+
+@dataclass
+class Outer:
+    name: str = "run"
+    lr: float = 1e-4
+    resume: str | None = None
+    flag: bool = False
+    inner: Inner = field(default_factory=Inner)
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: a\nlr: 1e-3\ninner:\n  size: 32\n")
+    cfg = load_config(Outer, str(path), ["inner.ratios=[0.5, 2]", "flag=true", "resume=latest", "lr=3"])
+    assert cfg.name == "a" and cfg.lr == 3.0 and cfg.flag is True and cfg.resume == "latest"
+    assert cfg.inner.size == 32 and cfg.inner.ratios == [0.5, 2.0]
+    save_config(cfg, str(tmp_path / "saved.yaml"))
+    assert load_config(Outer, str(tmp_path / "saved.yaml")) == cfg
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("inner.sise=3", "unknown config key inner.sise"),
+        ("inner.size=3.5", "inner.size: expected int"),
+        ("flag=1", "flag: expected bool"),
+        ("lr=fast", "lr: expected float"),
+        ("inner=3", "inner: expected a mapping"),
+        ("nokey", "not key=value"),
+    ],
+)
+def test_errors_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(Outer, None, [override])

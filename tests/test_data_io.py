@@ -1,0 +1,74 @@
+"""Video I/O, the synthetic shapes generator, the media folder sampler, and metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from easyanimate.data.folder import MediaFolder
+from easyanimate.data.synthetic import COLORS, Scene, render
+from easyanimate.data.video_io import count_frames, read_frames, write_video
+from easyanimate.eval.metrics import psnr, ssim
+
+
+def test_mp4_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = np.repeat(rng.integers(0, 255, (5, 1, 1, 3), dtype=np.uint8), 33, 1).repeat(47, 2)  # odd size
+    path = write_video(str(tmp_path / "v.mp4"), frames, fps=8)
+    back = read_frames(path)
+    assert back.shape == (5, 34, 48, 3)  # padded to even for yuv420p
+    assert count_frames(path) == 5
+    assert np.abs(back[:, :33, :47].astype(int) - frames.astype(int)).mean() < 4  # flat colours survive H.264
+    assert read_frames(path, [4, 0]).shape[0] == 2
+    with pytest.raises(ValueError):
+        write_video(str(tmp_path / "bad.mp4"), frames.astype(np.float32))
+
+
+def test_synthetic_dataset_decodes_and_matches_captions(shapes_dir):
+    meta = json.load(open(os.path.join(shapes_dir, "metadata.json")))
+    assert len(meta) == 12 and {m["type"] for m in meta} == {"video", "image"}
+    for m in meta:
+        assert m["color"] in m["text"] and m["shape"] in m["text"] and m["background"] in m["text"]
+        if m["type"] == "video":
+            frames = read_frames(os.path.join(shapes_dir, m["file_path"]))
+            assert frames.shape == (9, 32, 32, 3)
+            # the shape's colour is present in the middle frame
+            target = np.array(COLORS[m["color"]])
+            assert (np.abs(frames[4].astype(int) - target).sum(-1) < 60).sum() > 10, m
+
+
+def test_render_moves_in_the_caption_direction():
+    rng = np.random.default_rng(0)
+    for direction, axis, sign in [("right", 1, 1), ("left", 1, -1), ("down", 0, 1), ("up", 0, -1)]:
+        video = render(Scene("square", "red", direction, "black"), 32, 9, rng)
+        red = (video[..., 0] > 100) & (video[..., 2] < 100)
+        centroids = [np.argwhere(f).mean(0)[axis] for f in red]
+        assert sign * (centroids[-1] - centroids[0]) > 10, direction
+    still = render(Scene("circle", "blue", "still", "white"), 32, 9, rng)
+    assert np.array_equal(still[0], still[-1])
+
+
+def test_media_folder_batches_are_deterministic_and_rank_disjoint(shapes_dir):
+    a = MediaFolder(shapes_dir, 9, 32, batch_size=2, seed=3)
+    b = MediaFolder(shapes_dir, 9, 32, batch_size=2, seed=3)
+    other_rank = MediaFolder(shapes_dir, 9, 32, batch_size=2, seed=3, rank=1)
+    for step in range(4):
+        x, y = a.batch(step), b.batch(step)
+        assert x["kind"] == y["kind"] and torch.equal(x["pixels"], y["pixels"])
+        assert x["pixels"].shape[2] == (1 if x["kind"] == "image" else 9)
+        assert x["pixels"].min() >= -1 and x["pixels"].max() <= 1
+    assert any(not torch.equal(a.batch(s)["pixels"], other_rank.batch(s)["pixels"]) for s in range(4))
+
+
+def test_metrics():
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(3, 4, 32, 32, generator=g)
+    assert psnr(a, a) == float("inf") and ssim(a, a) == pytest.approx(1.0, abs=1e-6)
+    noisy = (a + 0.05 * torch.randn(a.shape, generator=g)).clamp(0, 1)
+    noisier = (a + 0.2 * torch.randn(a.shape, generator=g)).clamp(0, 1)
+    assert 20 < psnr(a, noisy) < 30 and psnr(a, noisier) < psnr(a, noisy)
+    assert ssim(a, noisier) < ssim(a, noisy) < 1
