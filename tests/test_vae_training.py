@@ -215,3 +215,32 @@ def test_optional_losses_and_precision_run(tmp_path, shapes_dir, options):
         assert "d_loss" in last and "g_adv" in last and "g_adv" not in result["history"][0]
     if "loss.perceptual_weights" in options:
         assert last["perceptual"] > 0
+
+
+def test_two_process_cpu_run(tmp_path, shapes_dir):
+    """Two CPU processes (gloo DDP): both ranks train and checkpoint.
+
+    `accelerate launch --cpu --num_processes 2` runs ONE process in accelerate 1.15 (it only spawns CPU
+    workers through mpirun), so the processes come from torchrun, which accelerate picks up as MULTI_CPU.
+    """
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    args = [f"data.root={shapes_dir}", f"output_dir={tmp_path}", "max_steps=2", "checkpointing_steps=2"]
+    args += ["validation_steps=2", "data.size=32", "data.num_frames=9"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true"}
+    res = subprocess.run(
+        [*launch, "scripts/train_vae.py", *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "MULTI_CPU" in res.stderr + res.stdout
+    ckpt = tmp_path / "checkpoints" / "checkpoint-00000002"
+    assert {"random_states_0.pkl", "random_states_1.pkl"} <= set(os.listdir(ckpt))
+    assert SliceVAE.from_pretrained(str(tmp_path / "vae")) is not None

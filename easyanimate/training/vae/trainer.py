@@ -104,6 +104,14 @@ def train_vae(cfg: VAETrainConfig) -> dict[str, Any]:
         project_dir=cfg.output_dir,
     )
     main = accelerator.is_main_process
+    logger.info(
+        "process %d of %d (%s) on %s, mixed precision %s",
+        accelerator.process_index,
+        accelerator.num_processes,
+        accelerator.distributed_type,
+        accelerator.device,
+        accelerator.mixed_precision,
+    )
     if main:
         os.makedirs(cfg.output_dir, exist_ok=True)
         save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
