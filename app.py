@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from easyanimate.utils.cli import not_implemented
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__)
@@ -20,7 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     build_parser().parse_args(argv)
-    return not_implemented("the web UI", "web UI issue #8")
+    print("not implemented yet: the web UI (web UI issue #8). Nothing was started.", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

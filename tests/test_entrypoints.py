@@ -24,6 +24,17 @@ def test_help(script, flag):
     assert res.returncode == 0 and flag in res.stdout
 
 
-def test_unbuilt_inference_fails_honestly():
-    res = run("predict_t2v.py", "--prompt", "a red circle")
-    assert res.returncode != 0 and "not implemented yet" in res.stderr
+def test_missing_demo_model_fails_honestly():
+    res = run(
+        "predict_t2v.py",
+        "--prompt",
+        "a red circle",
+        "--model",
+        "models/Diffusion_Transformer/EasyAnimate-demo",
+    )
+    assert res.returncode == 2 and "no demo model yet" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_unbuilt_web_ui_fails_honestly():
+    res = run("app.py")
+    assert res.returncode == 2 and "not implemented yet" in res.stderr

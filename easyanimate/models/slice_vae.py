@@ -22,6 +22,7 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.models.autoencoders import AutoencoderKLMagvit
 from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution
 from diffusers.models.modeling_outputs import AutoencoderKLOutput
+from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers' pipeline loader looks it up here)
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
 logger = logging.getLogger(__name__)

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.embeddings import PatchEmbed, PixArtAlphaTextProjection
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
@@ -56,8 +57,11 @@ def skip_targets(num_layers: int) -> dict[int, int]:
     return {num_layers - 1 - i: i for i in range(half)}
 
 
-class VideoTransformer3DModel(ModelMixin, ConfigMixin):
-    """PixArt-alpha DiT over video latents `(B, C, F, H, W)`; F = 1 is the image (t2i) path."""
+class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
+    """PixArt-alpha DiT over video latents `(B, C, F, H, W)`; F = 1 is the image (t2i) path.
+
+    LoRA through peft (`PeftAdapterMixin`: add_adapter, load_lora_adapter, set_adapters, unload_lora).
+    """
 
     _supports_gradient_checkpointing = True
     _no_split_modules = ["BasicTransformerBlock", "MotionModule"]

@@ -1,0 +1,89 @@
+"""Inpaint ("InP") conditioning for image-to-video, shared by inference and inpaint training.
+
+Pixel space: a conditioning video (known frames, gray = 0 elsewhere) and a mask (1 = generate, 0 = keep).
+Latent space, what the transformer sees besides the noisy latents (`in_channels = 2*C + 1`):
+`[noisy latents, mask at latent size, VAE latents of the masked video]` on the channel axis.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.folder import resize_crop
+from ..data.video_io import read_frames, read_image
+
+
+def load_image(image, height: int, width: int) -> torch.Tensor:
+    """A path, PIL image or uint8 array -> `(3, H, W)` in [-1, 1], scaled to cover and centre-cropped."""
+    if isinstance(image, str):
+        if not os.path.isfile(image):
+            raise FileNotFoundError(f"image not found: {image}")
+        array = read_image(image)
+    else:
+        array = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
+    return resize_crop(array[None], (height, width), None)[:, 0]
+
+
+def load_video(video, height: int, width: int, num_frames: int | None = None) -> torch.Tensor:
+    """A path or uint8 array `(F, H, W, 3)` -> `(3, F, H, W)` in [-1, 1]; the first `num_frames` frames."""
+    if isinstance(video, str):
+        if not os.path.isfile(video):
+            raise FileNotFoundError(f"video not found: {video}")
+        try:
+            frames = read_frames(video)
+        except Exception as err:  # PyAV raises several error types for broken files
+            raise ValueError(f"cannot read video {video}: {err}") from err
+    else:
+        frames = np.asarray(video)
+    if num_frames is not None:
+        if len(frames) < num_frames:
+            raise ValueError(f"the video has {len(frames)} frames, {num_frames} are needed")
+        frames = frames[:num_frames]
+    return resize_crop(frames, (height, width), None)
+
+
+def conditioning_video(
+    num_frames: int,
+    height: int,
+    width: int,
+    start: torch.Tensor | None = None,
+    end: torch.Tensor | None = None,
+    head: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(video (1, 3, F, H, W), mask (1, 1, F, H, W))` with the given frames kept.
+
+    start / end: `(3, H, W)` first / last frame; head: `(3, K, H, W)` the first K frames (continuation).
+    """
+    video = torch.zeros(1, 3, num_frames, height, width)
+    mask = torch.ones(1, 1, num_frames, height, width)
+    if head is not None:
+        k = head.shape[1]
+        video[0, :, :k], mask[0, :, :k] = head, 0
+    if start is not None:
+        video[0, :, 0], mask[0, :, 0] = start, 0
+    if end is not None:
+        video[0, :, -1], mask[0, :, -1] = end, 0
+    return video, mask
+
+
+def latent_mask(mask: torch.Tensor, temporal: int = 4, spatial: int = 8) -> torch.Tensor:
+    """Pixel mask `(B, 1, 1 + 4k, H, W)` -> `(B, 1, 1 + k, H/8, W/8)`: the share of each latent's pixels to
+    generate (the first frame alone, then groups of 4 frames, as the causal VAE compresses them)."""
+    first = F.avg_pool3d(mask[:, :, :1], (1, spatial, spatial))
+    if mask.shape[2] == 1:
+        return first
+    rest = F.avg_pool3d(mask[:, :, 1:], (temporal, spatial, spatial))
+    return torch.cat([first, rest], dim=2)
+
+
+@torch.no_grad()
+def inpaint_latents(vae, video: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(mask at latent size, scaled VAE latents of the masked video)`; generated regions are gray (0)."""
+    masked = video * (1 - mask)
+    param = next(vae.parameters())
+    latents = vae.encode(masked.to(param.device, param.dtype)).latent_dist.mode() * vae.config.scaling_factor
+    return latent_mask(mask).to(latents), latents

@@ -1,0 +1,291 @@
+"""EasyAnimatePipeline: text-to-video / image, image-to-video (first / last frame), video-to-video.
+
+A diffusers `DiffusionPipeline` with components `vae` (SliceVAE), `text_encoder`, `tokenizer`,
+`transformer` (VideoTransformer3DModel) and `scheduler`; `from_pretrained` / `save_pretrained` use the
+diffusers folder layout. Long videos are in `long_video.py`, LoRA and memory modes in `adapters.py` and
+`memory.py`; this file is the sampling loop and its inputs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..models.text_encoder import TextEncoder
+from .conditioning import conditioning_video, inpaint_latents, load_image, load_video
+from .schedulers import SAMPLERS, prediction_type_of, swap_scheduler
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EasyAnimateOutput(BaseOutput):
+    """`frames`: np `(B, F, H, W, 3)` / torch `(B, 3, F, H, W)` in [0, 1], PIL lists, or latents."""
+
+    frames: Any
+
+
+class EasyAnimatePipeline(DiffusionPipeline):
+    model_cpu_offload_seq = "text_encoder->transformer->vae"
+
+    def __init__(self, vae, text_encoder, tokenizer, transformer, scheduler):
+        super().__init__()
+        self.register_modules(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            transformer=transformer,
+            scheduler=scheduler,
+        )
+
+    # ----------------------------------------------------------------------------------------------- facts
+
+    @property
+    def latent_channels(self) -> int:
+        return self.vae.config.latent_channels
+
+    @property
+    def size_factor(self) -> int:
+        """Height and width must be multiples of this: VAE downsampling x patch size."""
+        return self.vae.spatial_compression_ratio * self.transformer.config.patch_size
+
+    @property
+    def is_inpaint_model(self) -> bool:
+        return self.transformer.config.in_channels == 2 * self.latent_channels + 1
+
+    @property
+    def default_size(self) -> int:
+        return self.transformer.config.sample_size * self.vae.spatial_compression_ratio
+
+    def set_sampler(self, name: str) -> None:
+        """Swap the sampler by name, keeping the model's training schedule and prediction type."""
+        if name not in SAMPLERS:
+            raise ValueError(f"unknown sampler {name!r}; choose from {list(SAMPLERS)}")
+        self.scheduler = swap_scheduler(self.scheduler, name)
+
+    # ----------------------------------------------------------------------------------------------- text
+
+    def encode_prompt(
+        self, prompts: Sequence[str], max_sequence_length: int = 120, device: torch.device | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        encoder = TextEncoder(self.text_encoder, self.tokenizer, max_length=max_sequence_length)
+        features, mask = encoder(list(prompts))
+        device = device or self._execution_device
+        return features.to(device, self.transformer.dtype), mask.to(device)
+
+    # ----------------------------------------------------------------------------------------------- checks
+
+    def check_inputs(self, height: int, width: int, num_frames: int, steps: int, strength: float) -> None:
+        f = self.size_factor
+        if height % f or width % f or height <= 0 or width <= 0:
+            raise ValueError(f"height and width must be positive multiples of {f}, got {height}x{width}")
+        r = self.vae.temporal_compression_ratio
+        if num_frames < 1 or (num_frames - 1) % r:
+            below = 1 + r * max((num_frames - 1) // r, 0)
+            raise ValueError(
+                f"num_frames must be 1 + {r}k, got {num_frames} (nearest: {below} or {below + r})"
+            )
+        if steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {steps}")
+        if not 0 < strength <= 1:
+            raise ValueError(f"strength must be in (0, 1], got {strength}")
+
+    # ----------------------------------------------------------------------------------------------- sampling
+
+    def _timesteps(self, steps: int, strength: float, device) -> torch.Tensor:
+        self.scheduler.set_timesteps(steps, device=device)
+        timesteps = self.scheduler.timesteps
+        if strength >= 1:
+            return timesteps
+        order = getattr(self.scheduler, "order", 1)
+        start = (steps - min(int(steps * strength), steps)) * order
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(start)
+        return timesteps[start:]
+
+    def _noise_to(self, clean: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Clean latents noised to timestep `t` (the start of a video-to-video run, or known frames)."""
+        t = t.reshape(1)
+        if prediction_type_of(self.scheduler) == "flow":
+            return self.scheduler.scale_noise(clean, t, noise)
+        return self.scheduler.add_noise(clean, noise, t)
+
+    def _predict(self, latents, t, text, text_mask, condition, guidance_scale):
+        """The model's noise / velocity prediction with classifier-free guidance."""
+        do_cfg = guidance_scale > 1
+        x = torch.cat([latents] * 2) if do_cfg else latents
+        if hasattr(self.scheduler, "scale_model_input"):
+            x = self.scheduler.scale_model_input(x, t)
+        if condition is not None:
+            x = torch.cat([x, torch.cat([condition] * x.shape[0])], dim=1)
+        timestep = t.expand(x.shape[0]).to(x.device)
+        out = self.transformer(
+            x.to(self.transformer.dtype), timestep, text, encoder_attention_mask=text_mask
+        ).sample
+        if out.shape[1] == 2 * self.latent_channels:  # PixArt's learned sigma: keep the prediction half
+            out = out[:, : self.latent_channels]
+        if do_cfg:
+            uncond, cond = out.float().chunk(2)
+            return uncond + guidance_scale * (cond - uncond)
+        return out.float()
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        negative_prompt: str | list[str] = "",
+        num_frames: int = 17,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 6.0,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        start_image=None,
+        end_image=None,
+        head_frames: torch.Tensor | None = None,
+        resize_to_start_image: bool = False,
+        video=None,
+        strength: float = 1.0,
+        known_latents: torch.Tensor | None = None,
+        max_sequence_length: int = 120,
+        output_type: str = "np",
+        callback_on_step_end: Callable[[int, torch.Tensor], None] | None = None,
+        return_dict: bool = True,
+    ):
+        """Generate. Text-to-video by default; `num_frames=1` is text-to-image.
+
+        start_image / end_image / head_frames: keep these frames (inpaint models only). video + strength:
+        video-to-video (any model). known_latents: clean latents for the first latent frames, re-imposed at
+        every step (continuation with a plain t2v model, used by long videos).
+        """
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        negatives = (
+            [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
+        )
+        if start_image is not None and resize_to_start_image:
+            size = getattr(start_image, "size", None)
+            if isinstance(start_image, str):
+                from PIL import Image
+
+                with Image.open(start_image) as im:
+                    size = im.size
+            f = self.size_factor
+            width, height = (max(f, round(s / f) * f) for s in size)
+        height = height or self.default_size
+        width = width or self.default_size
+        if video is None and strength < 1:
+            raise ValueError("strength < 1 needs an input video (video-to-video)")
+        self.check_inputs(height, width, num_frames, num_inference_steps, strength)
+        wants_inpaint = start_image is not None or end_image is not None or head_frames is not None
+        if wants_inpaint and not self.is_inpaint_model:
+            raise ValueError(
+                "start/end images need an image-to-video (InP) transformer with in_channels = 2*C + 1; "
+                f"this one has in_channels={self.transformer.config.in_channels}"
+            )
+        device = self._execution_device
+        batch = len(prompts)
+
+        # text
+        do_cfg = guidance_scale > 1
+        text, text_mask = self.encode_prompt(prompts, max_sequence_length, device)
+        if do_cfg:
+            neg, neg_mask = self.encode_prompt(negatives, max_sequence_length, device)
+            text, text_mask = torch.cat([neg, text]), torch.cat([neg_mask, text_mask])
+        self.maybe_free_model_hooks_for("text_encoder")
+
+        # conditioning for inpaint models: known frames + mask (everything to generate when none is given)
+        condition = None
+        if self.is_inpaint_model:
+            cond_video, mask = conditioning_video(
+                num_frames,
+                height,
+                width,
+                start=load_image(start_image, height, width) if start_image is not None else None,
+                end=load_image(end_image, height, width) if end_image is not None else None,
+                head=head_frames,
+            )
+            mask_latent, masked = inpaint_latents(self.vae, cond_video, mask)
+            condition = torch.cat([mask_latent, masked], dim=1).to(device)
+            self.last_condition = condition  # inspected by tests and tools
+
+        # latents
+        s = self.vae.spatial_compression_ratio
+        shape = (batch, self.latent_channels, self.vae.latent_frames(num_frames), height // s, width // s)
+        timesteps = self._timesteps(num_inference_steps, strength, device)
+        noise = latents if latents is not None else randn_tensor(shape, generator=generator, device=device)
+        noise = noise.to(device, torch.float32)
+        if video is not None:
+            clip = load_video(video, height, width, num_frames)[None]
+            param = next(self.vae.parameters())
+            clean = self.vae.encode(clip.to(param.device, param.dtype)).latent_dist.mode().float()
+            clean = (clean * self.vae.config.scaling_factor).to(device).expand(batch, -1, -1, -1, -1)
+            latents = self._noise_to(clean, noise, timesteps[:1])
+        else:
+            sigma = getattr(self.scheduler, "init_noise_sigma", 1.0)
+            latents = noise * sigma
+
+        # denoise
+        known_noise = None
+        if known_latents is not None:
+            known_latents = known_latents.to(device, torch.float32)
+            known_noise = randn_tensor(known_latents.shape, generator=generator, device=device)
+        step_kwargs = (
+            {"generator": generator}
+            if "generator" in inspect.signature(self.scheduler.step).parameters
+            else {}
+        )
+        with self.progress_bar(total=len(timesteps)) as bar:
+            for i, t in enumerate(timesteps):
+                if known_latents is not None:  # re-impose the known head, noised to this step
+                    k = known_latents.shape[2]
+                    latents[:, :, :k] = self._noise_to(known_latents, known_noise, t)
+                pred = self._predict(latents, t, text, text_mask, condition, guidance_scale)
+                latents = self.scheduler.step(pred, t, latents, return_dict=False, **step_kwargs)[0]
+                if callback_on_step_end is not None:
+                    callback_on_step_end(i, latents)
+                bar.update()
+        if known_latents is not None:
+            latents[:, :, : known_latents.shape[2]] = known_latents
+        self.maybe_free_model_hooks_for("transformer")
+
+        if output_type == "latent":
+            frames = latents
+        else:
+            frames = self.decode_latents(latents)
+            if output_type == "np":
+                frames = frames.permute(0, 2, 3, 4, 1).cpu().numpy()
+            elif output_type == "pil":
+                from PIL import Image
+
+                arrays = (frames.permute(0, 2, 3, 4, 1).cpu().numpy() * 255).round().astype(np.uint8)
+                frames = [[Image.fromarray(f) for f in video_frames] for video_frames in arrays]
+            elif output_type != "pt":
+                raise ValueError(f"output_type must be np, pt, pil or latent, got {output_type!r}")
+        self.maybe_free_model_hooks()
+        return EasyAnimateOutput(frames=frames) if return_dict else (frames,)
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents -> video `(B, 3, F, H, W)` in [0, 1]."""
+        param = next(self.vae.parameters())
+        video = self.vae.decode(
+            (latents / self.vae.config.scaling_factor).to(param.device, param.dtype)
+        ).sample
+        return ((video.float() + 1) / 2).clamp(0, 1)
+
+    def maybe_free_model_hooks_for(self, name: str) -> None:
+        """With model CPU offload, move a finished component off the GPU now (the text encoder after
+        encoding) instead of when the next one is called."""
+        module = getattr(self, name, None)
+        hook = getattr(module, "_hf_hook", None)
+        if hook is not None and hasattr(hook, "offload"):
+            hook.offload()

@@ -1,0 +1,145 @@
+"""What `predict_t2v.py` and `predict_i2v.py` do: load, configure, generate, save mp4 + sidecar JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+
+DEMO_MODEL = "models/Diffusion_Transformer/EasyAnimate-demo"
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=DEMO_MODEL, help="diffusers-style pipeline folder")
+    p.add_argument("--prompt", required=True, help="what the video shows")
+    p.add_argument("--negative-prompt", default="", help="what to steer away from (classifier-free guidance)")
+    p.add_argument(
+        "--sampler",
+        default=None,
+        help="Euler, Euler A, DPM++, PNDM, DDIM, UniPC or Flow (default: the model's)",
+    )
+    p.add_argument("--steps", type=int, default=25, help="denoising steps")
+    p.add_argument("--guidance-scale", type=float, default=6.0, help="CFG scale; <= 1 disables guidance")
+    p.add_argument("--seed", type=int, default=43, help="random seed (same seed, same video)")
+    p.add_argument("--height", type=int, default=None, help="pixels, a multiple of 16 (default: the model's)")
+    p.add_argument("--width", type=int, default=None, help="pixels, a multiple of 16 (default: the model's)")
+    p.add_argument("--num-frames", type=int, default=17, help="1 + 4k frames; 1 makes an image")
+    p.add_argument("--fps", type=int, default=8, help="frames per second of the saved mp4")
+    p.add_argument("--lora", default=None, help="LoRA safetensors (models/Personalized_Model/...)")
+    p.add_argument("--lora-weight", type=float, default=0.55, help="LoRA strength")
+    p.add_argument("--motion-module", default=None, help="motion module folder (models/Motion_Module/...)")
+    p.add_argument(
+        "--gpu-memory-mode",
+        default="none",
+        choices=["none", "model_cpu_offload", "sequential_cpu_offload", "model_cpu_offload_and_qfloat8"],
+        help="trade speed for GPU memory",
+    )
+    p.add_argument("--output-dir", default="samples/easyanimate-videos", help="where mp4 + sidecar JSON go")
+    p.add_argument("--gif", action="store_true", help="also write a GIF")
+
+
+def load_pipeline(args: argparse.Namespace):
+    from .adapters import load_lora, load_motion_module
+    from .memory import apply_memory_mode
+    from .pipeline_easyanimate import EasyAnimatePipeline
+
+    if not os.path.isfile(os.path.join(args.model, "model_index.json")):
+        if os.path.normpath(args.model) == os.path.normpath(DEMO_MODEL):
+            raise FileNotFoundError(
+                f"no demo model yet: {DEMO_MODEL} does not exist (it lands with the demo-model issue #9); "
+                "pass --model with a pipeline folder"
+            )
+        raise FileNotFoundError(f"{args.model} is not a pipeline folder (no model_index.json)")
+    cuda = torch.cuda.is_available()
+    dtype = torch.bfloat16 if cuda else torch.float32
+    pipe = EasyAnimatePipeline.from_pretrained(args.model, torch_dtype=dtype)
+    if args.sampler:
+        pipe.set_sampler(args.sampler)
+    if args.motion_module:
+        load_motion_module(pipe, args.motion_module)
+    if args.lora:
+        load_lora(pipe, args.lora, args.lora_weight)
+    apply_memory_mode(pipe, args.gpu_memory_mode, "cuda" if cuda else "cpu")
+    return pipe
+
+
+def next_stem(directory: str) -> str:
+    os.makedirs(directory, exist_ok=True)
+    taken = {int(n.split(".")[0]) for n in os.listdir(directory) if n.split(".")[0].isdigit()}
+    return os.path.join(directory, f"{max(taken, default=-1) + 1:04d}")
+
+
+def save_outputs(
+    frames: np.ndarray, settings: dict[str, Any], directory: str, fps: int, gif: bool
+) -> dict[str, str]:
+    """frames `(F, H, W, 3)` in [0, 1] -> mp4 (+ png for one frame, + gif) and a JSON of every setting."""
+    from PIL import Image
+
+    from ..data.video_io import write_video
+
+    stem = next_stem(directory)
+    uint8 = (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+    paths = {"video": write_video(stem + ".mp4", uint8, fps=fps)}
+    if len(uint8) == 1:
+        paths["image"] = stem + ".png"
+        Image.fromarray(uint8[0]).save(paths["image"])
+    if gif:
+        paths["gif"] = stem + ".gif"
+        images = [Image.fromarray(f) for f in uint8]
+        images[0].save(
+            paths["gif"], save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0
+        )
+    paths["settings"] = stem + ".json"
+    with open(paths["settings"], "w") as fh:
+        json.dump({**settings, "outputs": paths, "easyanimate_version": __version__}, fh, indent=2)
+    return paths
+
+
+def run(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> dict[str, str]:
+    extra = extra or {}
+    pipe = load_pipeline(args)
+    settings = {k: v for k, v in vars(args).items()}
+    settings["sampler"] = type(pipe.scheduler).__name__ if args.sampler is None else args.sampler
+    generator = torch.Generator().manual_seed(args.seed)
+    start = time.perf_counter()
+    kwargs = dict(
+        negative_prompt=args.negative_prompt,
+        height=args.height,
+        width=args.width,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance_scale,
+        generator=generator,
+    )
+    total = getattr(args, "total_frames", None)
+    if total and total > args.num_frames:
+        from .long_video import generate_long_video
+
+        video = generate_long_video(
+            pipe, args.prompt, total, num_frames=args.num_frames, overlap=args.overlap, **kwargs, **extra
+        )
+        frames = video[0].permute(1, 2, 3, 0).numpy()
+    else:
+        frames = pipe(args.prompt, num_frames=args.num_frames, output_type="np", **kwargs, **extra).frames[0]
+    settings["seconds"] = round(time.perf_counter() - start, 3)
+    settings["frames_written"], settings["height_px"], settings["width_px"] = frames.shape[:3]
+    paths = save_outputs(frames, settings, args.output_dir, args.fps, args.gif)
+    print(f"wrote {paths['video']} ({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]})")
+    return paths
+
+
+def main_guarded(fn) -> int:
+    """Run a CLI body: clear one-line errors for bad input instead of stack traces."""
+    try:
+        fn()
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
