@@ -279,3 +279,9 @@ def test_presets_sizes():
     assert s.inner_dim == 384 and len(s.motion_modules) == 12
     with pytest.raises(ValueError, match="choose from"):
         build_transformer("EasyAnimate-H/2")
+
+
+def test_preset_values_can_be_overridden():
+    with torch.device("meta"):
+        m = build_transformer("EasyAnimate-S/2", caption_channels=32, num_layers=3, sample_size=16)
+    assert m.config.caption_channels == 32 and len(m.transformer_blocks) == 3 and m.config.sample_size == 16

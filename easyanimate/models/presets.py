@@ -12,42 +12,40 @@ from typing import Any
 from .transformer3d import VideoTransformer3DModel
 
 
-def _dit(depth: int, heads: int, head_dim: int, caption_channels: int, **overrides: Any):
+def _dit(depth: int, heads: int, head_dim: int, overrides: dict[str, Any]) -> VideoTransformer3DModel:
     config: dict[str, Any] = dict(
         num_layers=depth,
         num_attention_heads=heads,
         attention_head_dim=head_dim,
         cross_attention_dim=heads * head_dim,
-        caption_channels=caption_channels,
+        caption_channels=4096,  # T5-XXL features, as PixArt-alpha
         in_channels=4,
         out_channels=8,
         patch_size=2,
     )
-    config.update(overrides)
+    config.update(overrides)  # every preset value can be overridden
     return VideoTransformer3DModel(**config)
 
 
 def easyanimate_xl_2(**kw: Any) -> VideoTransformer3DModel:
-    return _dit(28, 16, 72, 4096, **kw)
+    return _dit(28, 16, 72, kw)
 
 
 def easyanimate_l_2(**kw: Any) -> VideoTransformer3DModel:
-    return _dit(24, 16, 64, 4096, **kw)
+    return _dit(24, 16, 64, kw)
 
 
 def easyanimate_b_2(**kw: Any) -> VideoTransformer3DModel:
-    return _dit(12, 12, 64, 4096, **kw)
+    return _dit(12, 12, 64, kw)
 
 
 def easyanimate_s_2(**kw: Any) -> VideoTransformer3DModel:
-    return _dit(12, 6, 64, 4096, **kw)
+    return _dit(12, 6, 64, kw)
 
 
 def easyanimate_tiny(**kw: Any) -> VideoTransformer3DModel:
     """For tests and the CPU demo: 4 blocks, width 32, small caption features."""
-    defaults: dict[str, Any] = dict(sample_size=8, caption_channels=32, out_channels=4)
-    defaults.update(kw)
-    return _dit(4, 2, 16, **defaults)
+    return _dit(4, 2, 16, {"sample_size": 8, "caption_channels": 32, "out_channels": 4, **kw})
 
 
 TRANSFORMER_PRESETS: dict[str, Callable[..., VideoTransformer3DModel]] = {
