@@ -8,7 +8,9 @@ import pytest
 import torch
 from diffusers import PixArtTransformer2DModel
 
+from easyanimate.models import build_transformer, build_vae
 from easyanimate.models.text_encoder import build_caption_tokenizer, build_tiny_t5_encoder
+from easyanimate.pipeline import EasyAnimatePipeline, get_scheduler
 
 CAPTIONS = [
     f"a {c} {s} {m} on a {b} background"
@@ -66,3 +68,28 @@ def shapes_dir(tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp("shapes"))
     generate(path, num_videos=8, num_images=4, size=32, frames=9, seed=0)
     return path
+
+
+def make_pipeline(path, inpaint=False, sampler="Euler", prediction_type="epsilon", seed=0) -> str:
+    torch.manual_seed(seed)
+    tok = build_caption_tokenizer(CAPTIONS, 128)
+    vae = build_vae("tiny")
+    transformer = build_transformer(
+        "tiny",
+        sample_size=4,
+        caption_channels=32,
+        in_channels=9 if inpaint else 4,
+        motion_module_mode="vanilla",
+    )
+    with torch.no_grad():  # non-zero motion modules so frames interact
+        for p in transformer.motion_modules.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    pipe = EasyAnimatePipeline(
+        vae=vae,
+        text_encoder=build_tiny_t5_encoder(tok),
+        tokenizer=tok,
+        transformer=transformer,
+        scheduler=get_scheduler(sampler, prediction_type),
+    )
+    pipe.save_pretrained(path)
+    return str(path)

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import CAPTIONS
+from conftest import make_pipeline
 from diffusers import (
     DDIMScheduler,
     DPMSolverMultistepScheduler,
@@ -23,8 +23,7 @@ from diffusers import (
 from PIL import Image
 
 from easyanimate.data.video_io import read_frames, write_video
-from easyanimate.models import build_transformer, build_vae
-from easyanimate.models.text_encoder import build_caption_tokenizer, build_tiny_t5_encoder
+from easyanimate.models import build_transformer
 from easyanimate.pipeline import SAMPLERS, EasyAnimatePipeline, get_scheduler
 from easyanimate.pipeline.adapters import load_lora, load_motion_module, unload_loras
 from easyanimate.pipeline.conditioning import latent_mask
@@ -33,31 +32,6 @@ from easyanimate.pipeline.memory import apply_memory_mode, estimate_peak_memory,
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMPT = "a red circle moving left on a gray background"
-
-
-def make_pipeline(path, inpaint=False, sampler="Euler", prediction_type="epsilon", seed=0) -> str:
-    torch.manual_seed(seed)
-    tok = build_caption_tokenizer(CAPTIONS, 128)
-    vae = build_vae("tiny")
-    transformer = build_transformer(
-        "tiny",
-        sample_size=4,
-        caption_channels=32,
-        in_channels=9 if inpaint else 4,
-        motion_module_mode="vanilla",
-    )
-    with torch.no_grad():  # non-zero motion modules so frames interact
-        for p in transformer.motion_modules.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    pipe = EasyAnimatePipeline(
-        vae=vae,
-        text_encoder=build_tiny_t5_encoder(tok),
-        tokenizer=tok,
-        transformer=transformer,
-        scheduler=get_scheduler(sampler, prediction_type),
-    )
-    pipe.save_pretrained(path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")

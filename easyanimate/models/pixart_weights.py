@@ -127,14 +127,6 @@ def video_transformer_from_pixart(
     base_in = kwargs.get("in_channels", 4)
     if kwargs.get("out_channels") is None:
         kwargs["out_channels"] = base_in  # PixArt's None means "same as input": keep it when widening
-    if in_channels is not None:
-        if in_channels < base_in:
-            raise ValueError(f"in_channels={in_channels} is smaller than the PixArt model's {base_in}")
-        kwargs["in_channels"] = in_channels
-        weight = state["pos_embed.proj.weight"]
-        wide = weight.new_zeros(weight.shape[0], in_channels, *weight.shape[2:])
-        wide[:, :base_in] = weight  # extra (mask / masked-latent) channels start at zero
-        state = {**state, "pos_embed.proj.weight": wide}
     model = cls(**kwargs, **video_options)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
@@ -149,6 +141,8 @@ def video_transformer_from_pixart(
     logger.info(
         "from_pixart: loaded %d PixArt tensors, %d new (motion/skip) tensors", len(state), len(new_keys)
     )
+    if in_channels is not None:
+        model.widen_inputs(in_channels)  # zero weights on the extra (mask / masked-latent) channels
     if torch_dtype is not None:
         model = model.to(torch_dtype)
     if output_loading_info:

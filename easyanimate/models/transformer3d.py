@@ -320,6 +320,26 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
 
         load_motion_modules(self, directory)
 
+    def widen_inputs(self, in_channels: int) -> None:
+        """Grow the patch embedding to `in_channels` (inpaint inputs `2*C + 1`); the new channels get zero
+        weights, so the widened model computes exactly what it did before."""
+        proj = self.pos_embed.proj
+        if in_channels < proj.in_channels:
+            raise ValueError(f"in_channels={in_channels} is smaller than the model's {proj.in_channels}")
+        if in_channels == proj.in_channels:
+            return
+        wide = nn.Conv2d(
+            in_channels, proj.out_channels, proj.kernel_size, proj.stride, bias=proj.bias is not None
+        )
+        wide.to(device=proj.weight.device, dtype=proj.weight.dtype)
+        with torch.no_grad():
+            wide.weight.zero_()
+            wide.weight[:, : proj.in_channels] = proj.weight
+            if proj.bias is not None:
+                wide.bias.copy_(proj.bias)
+        self.pos_embed.proj = wide
+        self.register_to_config(in_channels=in_channels)
+
     def backbone_parameters(self):
         """Parameters of the spatial DiT (everything but motion modules and long skips)."""
         for name, param in self.named_parameters():

@@ -14,7 +14,6 @@ import logging
 import os
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
@@ -29,6 +28,7 @@ from ...models.slice_vae import VAE_PRESETS, SliceVAE, build_vae
 from ...utils.video import save_video_tensor
 from ..checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from ..config import save_config
+from ..randomness import step_generator
 from .config import VAETrainConfig
 from .discriminator import PatchDiscriminator3D
 from .losses import VGGFeatureLoss, generator_adv_loss, hinge_d_loss, kl_loss
@@ -71,12 +71,6 @@ class Autoencode(nn.Module):
             posterior.mean.shape, generator=generator, device=x.device, dtype=posterior.mean.dtype
         )
         return self.vae.decode(z).sample, posterior.mean, posterior.logvar
-
-
-def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
-    """Posterior-sampling noise as a pure function of (seed, step, rank): resumed runs repeat it exactly."""
-    value = int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
-    return torch.Generator(device=device).manual_seed(value)
 
 
 @torch.no_grad()

@@ -1,0 +1,77 @@
+"""Training objectives: epsilon, v-prediction (optionally zero terminal SNR) and flow matching.
+
+Each turns clean latents, noise and a per-sample random draw into (model input, timestep for the model,
+target, loss weight). The matching samplers: epsilon / v -> any diffusion sampler configured with the same
+`prediction_type` and betas; flow -> "Flow" (FlowMatchEulerDiscreteScheduler, velocity = noise - x0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers import DDPMScheduler
+from diffusers.training_utils import compute_snr
+
+from ..pipeline.schedulers import DIFFUSION_DEFAULTS, get_scheduler
+
+OBJECTIVES = ("epsilon", "v_prediction", "flow")
+
+
+@dataclass
+class NoisedBatch:
+    model_input: torch.Tensor
+    timesteps: torch.Tensor  # what the transformer sees (0..1000)
+    target: torch.Tensor
+    weight: torch.Tensor  # per sample
+
+
+class Objective:
+    def __init__(
+        self,
+        kind: str,
+        zero_terminal_snr: bool = False,
+        snr_gamma: float | None = None,
+        flow_shift: float = 1.0,
+    ):
+        if kind not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {kind!r}")
+        self.kind, self.snr_gamma, self.flow_shift = kind, snr_gamma, flow_shift
+        self.zero_terminal_snr = zero_terminal_snr
+        if kind != "flow":
+            self.scheduler = DDPMScheduler(
+                **DIFFUSION_DEFAULTS, prediction_type=kind, rescale_betas_zero_snr=zero_terminal_snr
+            )
+
+    def sampler(self, name: str = "DPM++"):
+        """A sampler for validation / the saved pipeline that matches this objective."""
+        if self.kind == "flow":
+            return get_scheduler("Flow", "flow", shift=self.flow_shift)
+        extra = (
+            {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"} if self.zero_terminal_snr else {}
+        )
+        return get_scheduler(name, self.kind, **extra)
+
+    def noise(self, x0: torch.Tensor, noise: torch.Tensor, generator: torch.Generator) -> NoisedBatch:
+        b = x0.shape[0]
+        if self.kind == "flow":
+            s = torch.sigmoid(torch.randn(b, generator=generator, device=x0.device))  # logit-normal times
+            sigma = self.flow_shift * s / (1 + (self.flow_shift - 1) * s)  # resolution shift
+            view = sigma.view(b, *([1] * (x0.ndim - 1)))
+            return NoisedBatch(
+                (1 - view) * x0 + view * noise, sigma * 1000, noise - x0, torch.ones(b, device=x0.device)
+            )
+        sched = self.scheduler
+        t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=generator, device=x0.device)
+        noisy = sched.add_noise(x0, noise, t)
+        target = noise if self.kind == "epsilon" else sched.get_velocity(x0, noise, t)
+        weight = torch.ones(b, device=x0.device)
+        if self.snr_gamma is not None:  # min-SNR weighting (Hang et al. 2023)
+            snr = compute_snr(sched, t).to(x0.device)
+            clipped = torch.minimum(snr, torch.full_like(snr, self.snr_gamma))
+            weight = clipped / snr if self.kind == "epsilon" else clipped / (snr + 1)
+        return NoisedBatch(noisy, t, target, weight)
+
+    def loss(self, prediction: torch.Tensor, batch: NoisedBatch) -> torch.Tensor:
+        per_sample = (prediction.float() - batch.target.float()).pow(2).flatten(1).mean(1)
+        return (per_sample * batch.weight).mean()

@@ -1,0 +1,307 @@
+"""The DiT training loop: every mode and objective learns, freezing is exact, LoRA loads, resume is exact."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_pipeline
+
+from easyanimate.data.datasets import VideoDataset
+from easyanimate.data.formats import load_records
+from easyanimate.models.text_encoder import load_text_encoder
+from easyanimate.models.transformer3d import VideoTransformer3DModel
+from easyanimate.pipeline import EasyAnimatePipeline
+from easyanimate.pipeline.adapters import load_lora
+from easyanimate.training.config import ConfigError, load_config
+from easyanimate.training.objectives import Objective
+from easyanimate.training.run_config import TrainConfig
+from easyanimate.training.strategies import inpaint_condition
+from easyanimate.training.trainer import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def base_pipeline(tmp_path_factory) -> str:
+    return make_pipeline(tmp_path_factory.mktemp("base"))
+
+
+def overrides(tmp_path, base_pipeline, shapes_dir, **kw) -> list[str]:
+    settings = {
+        "output_dir": str(tmp_path),
+        "pipeline": base_pipeline,
+        "data.meta": os.path.join(shapes_dir, "metadata.json"),
+        "data.base_size": 32,
+        "data.num_frames": 9,
+        "data.batch_size": 2,
+        "data.caption_dropout": 0.0,
+        "max_steps": 30,
+        "learning_rate": 2e-3,
+        "checkpointing_steps": 100,
+        "validation_steps": 1000,
+        "validation_num_frames": 5,
+        "validation_inference_steps": 2,
+        **kw,
+    }
+    return [f"{k}={v}" for k, v in settings.items()]
+
+
+def config(tmp_path, base_pipeline, shapes_dir, **kw) -> TrainConfig:
+    return load_config(TrainConfig, None, overrides(tmp_path, base_pipeline, shapes_dir, **kw))
+
+
+@torch.no_grad()
+def eval_loss(transformer, pipeline_dir, shapes_dir, cfg: TrainConfig, kind: str, draws: int = 6) -> float:
+    """Mean loss over fixed clips, noise and timesteps: comparable before and after training."""
+    pipe = EasyAnimatePipeline.from_pretrained(pipeline_dir)
+    text = load_text_encoder(pipeline_dir)
+    records = [
+        r for r in load_records("normal", os.path.join(shapes_dir, "metadata.json")) if r.type == kind
+    ][:2]
+    ds = VideoDataset(records, 32, 32, 1 if kind == "image" else 9, random_crop=False)
+    pixels = torch.stack([ds[i]["pixels"] for i in range(len(records))])
+    feats, mask = text([r.text for r in records])
+    objective = Objective(cfg.objective, cfg.zero_terminal_snr, cfg.snr_gamma, cfg.flow_shift)
+    transformer.eval()
+    total = 0.0
+    for d in range(draws):
+        g = torch.Generator().manual_seed(d)
+        latents = pipe.vae.encode(pixels).latent_dist.mode() * pipe.vae.config.scaling_factor
+        noised = objective.noise(latents, torch.randn(latents.shape, generator=g), g)
+        x = noised.model_input
+        if transformer.config.in_channels != latents.shape[1]:
+            x = torch.cat([x, inpaint_condition(pipe.vae, pixels, np.random.default_rng(d), _masks())], dim=1)
+        pred = transformer(x, noised.timesteps, feats, encoder_attention_mask=mask).sample
+        total += objective.loss(pred[:, : latents.shape[1]], noised).item()
+    return total / draws
+
+
+def _masks():
+    from easyanimate.data.masks import MaskConfig
+
+    return MaskConfig()
+
+
+@pytest.mark.parametrize(
+    "mode,kind,extra",
+    [
+        ("t2i", "image", {}),
+        ("t2v", "video", {}),
+        ("lora", "video", {"learning_rate": 5e-3}),
+        ("motion_lora", "video", {"learning_rate": 5e-3}),
+        ("inpaint", "video", {}),
+    ],
+)
+def test_every_mode_learns(tmp_path, base_pipeline, shapes_dir, mode, kind, extra):
+    cfg = config(tmp_path / "run", base_pipeline, shapes_dir, mode=mode, **extra)
+    base = VideoTransformer3DModel.from_pretrained(os.path.join(base_pipeline, "transformer"))
+    if mode == "inpaint":
+        base.widen_inputs(9)
+    before = eval_loss(base, base_pipeline, shapes_dir, cfg, kind)
+    result = train(cfg)
+    if mode in ("lora", "motion_lora"):
+        pipe = EasyAnimatePipeline.from_pretrained(base_pipeline)
+        load_lora(pipe, result["outputs"]["lora"], weight=1.0)
+        trained = pipe.transformer
+    else:
+        trained = VideoTransformer3DModel.from_pretrained(
+            os.path.join(result["outputs"]["pipeline"], "transformer")
+        )
+    after = eval_loss(trained, base_pipeline, shapes_dir, cfg, kind)
+    assert after < 0.9 * before, (mode, before, after)
+
+
+def _state(path):
+    return VideoTransformer3DModel.from_pretrained(path).state_dict()
+
+
+def test_motion_only_training_leaves_spatial_weights_bit_identical(tmp_path, base_pipeline, shapes_dir):
+    result = train(config(tmp_path, base_pipeline, shapes_dir, mode="t2v", t2v_stage=2, max_steps=3))
+    before = _state(os.path.join(base_pipeline, "transformer"))
+    after = _state(os.path.join(result["outputs"]["pipeline"], "transformer"))
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("motion_modules.") for k in changed)
+    assert os.path.isfile(result["outputs"]["motion_module"])
+
+
+def test_lora_training_keeps_base_and_loads_in_the_cli(tmp_path, base_pipeline, shapes_dir):
+    base_before = _state(os.path.join(base_pipeline, "transformer"))
+    result = train(
+        config(tmp_path / "run", base_pipeline, shapes_dir, mode="lora", max_steps=3, learning_rate=5e-2)
+    )
+    lora = result["outputs"]["lora"]
+    from safetensors.torch import load_file
+
+    keys = list(load_file(lora))
+    assert keys and all("lora_" in k and "motion_modules" not in k for k in keys)
+    assert all(
+        torch.equal(v, base_before[k]) for k, v in _state(os.path.join(base_pipeline, "transformer")).items()
+    )
+    out = tmp_path / "samples"
+    common = ["predict_t2v.py", "--model", base_pipeline, "--prompt", "a red circle", "--num-frames", "5"]
+    common += ["--height", "32", "--width", "32", "--steps", "2", "--output-dir", str(out)]
+    for extra in ([], ["--lora", lora, "--lora-weight", "1.0"]):
+        res = subprocess.run(
+            [sys.executable, *common, *extra], cwd=ROOT, capture_output=True, text=True, timeout=300
+        )
+        assert res.returncode == 0, res.stderr[-2000:]
+    from easyanimate.data.video_io import read_frames
+
+    plain, styled = read_frames(str(out / "0000.mp4")), read_frames(str(out / "0001.mp4"))
+    assert np.abs(plain.astype(int) - styled.astype(int)).max() > 0
+    assert json.load(open(out / "0001.json"))["lora"] == lora
+
+
+@pytest.mark.parametrize(
+    "objective,extra,scheduler",
+    [
+        ("v_prediction", {"zero_terminal_snr": "true", "snr_gamma": 5.0}, "DPMSolverMultistepScheduler"),
+        ("flow", {"flow_shift": 2.0}, "FlowMatchEulerDiscreteScheduler"),
+    ],
+)
+def test_each_objective_trains_and_saves_its_sampler(
+    tmp_path, base_pipeline, shapes_dir, objective, extra, scheduler
+):
+    cfg = config(tmp_path / "run", base_pipeline, shapes_dir, mode="t2i", objective=objective, **extra)
+    base = VideoTransformer3DModel.from_pretrained(os.path.join(base_pipeline, "transformer"))
+    before = eval_loss(base, base_pipeline, shapes_dir, cfg, "image")
+    result = train(cfg)
+    folder = result["outputs"]["pipeline"]
+    after = eval_loss(
+        VideoTransformer3DModel.from_pretrained(os.path.join(folder, "transformer")),
+        base_pipeline,
+        shapes_dir,
+        cfg,
+        "image",
+    )
+    assert after < 0.9 * before, (before, after)
+    sched = json.load(open(os.path.join(folder, "scheduler", "scheduler_config.json")))
+    assert sched["_class_name"] == scheduler
+    if objective != "flow":
+        assert sched["prediction_type"] == objective and sched["rescale_betas_zero_snr"] is True
+    pipe = EasyAnimatePipeline.from_pretrained(folder)  # the saved pipeline samples with its matching sampler
+    pipe.set_progress_bar_config(disable=True)
+    assert np.isfinite(
+        pipe("a red circle", num_frames=1, height=32, width=32, num_inference_steps=2).frames
+    ).all()
+
+
+def test_accumulation_ema_and_validation_outputs(tmp_path, base_pipeline, shapes_dir):
+    cfg = config(
+        tmp_path,
+        base_pipeline,
+        shapes_dir,
+        mode="t2v",
+        t2v_stage=3,
+        max_steps=2,
+        gradient_accumulation_steps=2,
+        ema_decay=0.9,
+        validation_steps=2,
+        gradient_checkpointing="true",
+        lr_warmup_steps=4,
+    )
+    result = train(cfg)
+    lrs = [h["lr"] for h in result["history"]]
+    assert len(lrs) == 2 and lrs[0] < lrs[1] < cfg.learning_rate  # warming up, one step per 2 micro-batches
+    assert os.listdir(tmp_path / "validation" / "step-00000002")
+    assert os.listdir(tmp_path / "tensorboard")
+    ckpt = os.listdir(tmp_path / "checkpoints" / "checkpoint-00000002")
+    assert "custom_checkpoint_0.pkl" in ckpt  # the EMA weights travel with the checkpoint
+
+
+def run_script(args, env=None):
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_two_processes_see_different_samples(tmp_path, base_pipeline, shapes_dir):
+    # 8 videos, batches of 2, 2 ranks: one epoch is 2 steps per rank; within an epoch shares are disjoint
+    args = overrides(tmp_path, base_pipeline, shapes_dir, mode="t2v", max_steps=2, log_sample_indices="true")
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "scripts/train.py"]
+    res = run_script([*launch, *args], env={**os.environ, "ACCELERATE_USE_CPU": "true"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "MULTI_CPU" in res.stderr
+    seen = []
+    for rank in (0, 1):
+        with open(tmp_path / f"samples_rank{rank}.jsonl") as fh:
+            seen.append({i for line in fh for i in json.loads(line)["indices"]})
+    assert seen[0] and seen[1] and not seen[0] & seen[1]
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, base_pipeline, shapes_dir):
+    common = dict(mode="t2v", t2v_stage=3, max_steps=6, checkpointing_steps=2, validation_steps=5)
+    common["validation_inference_steps"] = 30  # slow step 5, so the kill lands between checkpoints 4 and 6
+    straight = train(config(tmp_path / "straight", base_pipeline, shapes_dir, **common))
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "scripts/train.py", *overrides(killed_dir, base_pipeline, shapes_dir, **common)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    target = killed_dir / "checkpoints" / "checkpoint-00000004"
+    deadline = time.time() + 300
+    while not target.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not (killed_dir / "pipeline").exists()
+    resumed = train(config(killed_dir, base_pipeline, shapes_dir, resume_from_checkpoint="latest", **common))
+    assert len(resumed["history"]) == 2  # steps 5 and 6 only
+    a = _state(os.path.join(straight["outputs"]["pipeline"], "transformer"))
+    b = _state(os.path.join(resumed["outputs"]["pipeline"], "transformer"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bad_config_and_nan_loss(tmp_path, base_pipeline, shapes_dir):
+    with pytest.raises(ConfigError, match="unknown config key data.bach_size"):
+        load_config(TrainConfig, None, ["data.bach_size=2"])
+    with pytest.raises(ConfigError, match="mode must be one of"):
+        load_config(TrainConfig, None, ["mode=t3v"])
+    res = run_script([sys.executable, "scripts/train.py", "lora.rnk=4"])
+    assert res.returncode == 2 and "lora.rnk" in res.stderr
+    cfg = config(
+        tmp_path, base_pipeline, shapes_dir, mode="t2i", learning_rate=1e12, max_grad_norm=1e30, max_steps=10
+    )
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        train(cfg)
+
+
+def test_every_shipped_config_loads():
+    import glob
+
+    from easyanimate.training.vae.config import VAETrainConfig
+
+    for path in glob.glob(os.path.join(ROOT, "config", "train_*.yaml")):
+        load_config(TrainConfig, path)
+    for path in glob.glob(os.path.join(ROOT, "config", "vae", "*.yaml")):
+        load_config(VAETrainConfig, path)
+
+
+def test_train_t2v_sh_as_the_readme_shows(tmp_path, base_pipeline, shapes_dir):
+    env = {
+        **os.environ,
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+        "MODEL_NAME": base_pipeline,
+        "DATASET_NAME": shapes_dir,
+        "OUTPUT_DIR": str(tmp_path / "t2v"),
+    }
+    args = [
+        "max_steps=2",
+        "data.base_size=32",
+        "data.num_frames=9",
+        "data.batch_size=2",
+        "validation_steps=2",
+    ]
+    args += ["validation_num_frames=5", "validation_inference_steps=2", "validation_size=32"]
+    res = run_script(["sh", "scripts/train_t2v.sh", *args], env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert os.path.isfile(tmp_path / "t2v" / "motion_module" / "motion_modules.safetensors")
+    assert os.path.isfile(tmp_path / "t2v" / "pipeline" / "model_index.json")
