@@ -21,6 +21,7 @@ class DataConfig:
     token_base_frames: int = 49  # budget: base_size^2 x token_base_frames
     max_frames: int | None = None
     frame_stride: int = 1
+    random_crop: bool = True  # False: centre crops and centred frame windows (what a latent cache holds)
     batch_size: int = 2
     num_workers: int = 0
     caption_dropout: float = 0.1
@@ -57,6 +58,7 @@ class TrainConfig:
     flow_shift: float = 1.0
     max_text_length: int = 120
     cache_text_features: bool = True  # each caption encoded once per run
+    latent_cache: str | None = None  # read VAE latents + text features made by scripts/precompute.py
     seed: int = 0
     max_steps: int = 1000
     learning_rate: float = 1e-4

@@ -20,6 +20,7 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from diffusers.optimization import get_scheduler as get_lr_scheduler
 from diffusers.training_utils import EMAModel
+from diffusers.utils.torch_utils import randn_tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -33,6 +34,7 @@ from ..models.text_encoder import load_text_encoder
 from ..models.transformer3d import VideoTransformer3DModel
 from ..pipeline.pipeline_easyanimate import EasyAnimatePipeline
 from ..utils.video import save_video_tensor
+from .cache import CachedLatents, collate_cached
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from .config import save_config
 from .objectives import Objective
@@ -62,6 +64,31 @@ def load_transformer(cfg: TrainConfig, caption_channels: int) -> VideoTransforme
     if options:
         model.set_motion_layout(**options)
     return model
+
+
+def build_data(cfg: TrainConfig, data_kind: str, num_replicas: int = 1, rank: int = 0):
+    """The records this run trains on and their bucket sampler (shared with scripts/precompute.py)."""
+    records = load_records(cfg.data.format, cfg.data.meta, cfg.data.root)
+    if data_kind != "both":
+        records = [r for r in records if r.type == data_kind]
+    token_rule = (
+        TokenLengthRule(cfg.data.base_size, cfg.data.token_base_frames, cfg.data.max_frames)
+        if cfg.data.token_length
+        else None
+    )
+    sampler = BucketBatchSampler(
+        records,
+        cfg.data.batch_size,
+        base_size=cfg.data.base_size,
+        num_frames=cfg.data.num_frames,
+        token_rule=token_rule,
+        seed=cfg.seed,
+        num_replicas=num_replicas,
+        rank=rank,
+    )
+    if len(sampler) == 0:
+        raise ValueError(f"no full batch of {cfg.data.batch_size} per process in {len(records)} records")
+    return records, sampler
 
 
 def make_optimizer(params, cfg: TrainConfig):
@@ -122,29 +149,20 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         accelerator.register_for_checkpointing(ema)
 
     # data: one shape per batch, disjoint shares per process, position saved with checkpoints
-    records = load_records(cfg.data.format, cfg.data.meta, cfg.data.root)
-    if strategy.data != "both":
-        records = [r for r in records if r.type == strategy.data]
-    token_rule = (
-        TokenLengthRule(cfg.data.base_size, cfg.data.token_base_frames, cfg.data.max_frames)
-        if cfg.data.token_length
-        else None
-    )
-    sampler = BucketBatchSampler(
-        records,
-        cfg.data.batch_size,
-        base_size=cfg.data.base_size,
-        num_frames=cfg.data.num_frames,
-        token_rule=token_rule,
-        seed=cfg.seed,
-        num_replicas=accelerator.num_processes,
-        rank=rank,
-    )
-    if len(sampler) == 0:
-        raise ValueError(f"no full batch of {cfg.data.batch_size} per process in {len(records)} records")
-    dataset = VideoDataset(
-        records, caption_dropout=cfg.data.caption_dropout, frame_stride=cfg.data.frame_stride, seed=cfg.seed
-    )
+    records, sampler = build_data(cfg, strategy.data, accelerator.num_processes, rank)
+    if cfg.latent_cache:
+        if cfg.mode == "inpaint":
+            raise ValueError("inpaint training masks pixels: it cannot read a latent cache")
+        dataset, collate_fn = CachedLatents(cfg.latent_cache, cfg, strategy.data), collate_cached
+    else:
+        dataset = VideoDataset(
+            records,
+            caption_dropout=cfg.data.caption_dropout,
+            frame_stride=cfg.data.frame_stride,
+            random_crop=cfg.data.random_crop,
+            seed=cfg.seed,
+        )
+        collate_fn = collate
     masks = MaskConfig(video=cfg.masks) if cfg.masks else MaskConfig()
 
     # resume
@@ -166,7 +184,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             sampler.load_state_dict({"epoch": epoch, "position": position, "seed": cfg.seed})
             dataset.set_epoch(epoch)
             loader = DataLoader(
-                dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.num_workers
+                dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=cfg.data.num_workers
             )
             for batch in loader:
                 position += 1
@@ -199,10 +217,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                     fh.write(json.dumps({"step": step, "indices": batch["index"]}) + "\n")
             micro = step * cfg.gradient_accumulation_steps + position  # unique per micro-batch
             gen = step_generator(cfg.seed, micro, rank, device)
-            pixels = batch["pixels"].to(device)
-            with torch.no_grad():
-                latents = vae.encode(pixels).latent_dist.sample(generator=gen) * vae.config.scaling_factor
-                text, text_mask = encode_text(batch["text"])
+            if cfg.latent_cache:  # sample the cached posterior exactly as DiagonalGaussianDistribution does
+                mean, std = batch["mean"].to(device), batch["std"].to(device)
+                latents = (
+                    mean + std * randn_tensor(mean.shape, generator=gen, device=device)
+                ) * vae.config.scaling_factor
+                text, text_mask = batch["text"].to(device), batch["text_mask"].to(device)
+            else:
+                pixels = batch["pixels"].to(device)
+                with torch.no_grad():
+                    latents = vae.encode(pixels).latent_dist.sample(generator=gen) * vae.config.scaling_factor
+                    text, text_mask = encode_text(batch["text"])
             noise = torch.randn(latents.shape, generator=gen, device=device)
             noised = objective.noise(latents, noise, gen)
             model_input = noised.model_input
@@ -231,7 +256,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         logs = {"loss": loss.item(), "lr": lr_scheduler.get_last_lr()[0], "data/skipped": skipped}
         history.append(logs)
         bar.update(1)
-        bar.set_postfix(loss=f"{logs['loss']:.4f}", shape=tuple(pixels.shape[2:]))
+        bar.set_postfix(loss=f"{logs['loss']:.4f}", shape=tuple(latents.shape[2:]))
         if step % cfg.log_steps == 0 or step == cfg.max_steps:
             accelerator.log({f"train/{k}" if "/" not in k else k: v for k, v in logs.items()}, step=step)
         if step % cfg.checkpointing_steps == 0 or step == cfg.max_steps:

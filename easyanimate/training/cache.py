@@ -1,0 +1,119 @@
+"""Precomputed VAE latents and text features, so small runs and repeated epochs skip encoding.
+
+`precompute(cfg)` writes, for every record at the shape its bucket gives it (centre crop, the first frame
+window), the VAE posterior (mean, std: training still samples from it) and the caption's features, one
+safetensors file per record, plus the features of the empty caption (for caption dropout) and a manifest of
+the settings the cache depends on. Training with `latent_cache=<dir>` reads these instead of pixels; a cache
+made with other settings is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from ..data.bucket import BucketBatchSampler
+from ..data.datasets import SampleSpec, VideoDataset
+
+MANIFEST = "manifest.json"
+
+
+def cache_key(cfg, data_kind: str) -> dict:
+    """The settings a cache depends on; training checks them against its own."""
+    d = cfg.data
+    return {
+        "data_kind": data_kind,
+        "pipeline": os.path.abspath(cfg.pipeline),
+        "format": d.format,
+        "meta": os.path.abspath(d.meta) if d.meta else None,
+        "root": os.path.abspath(d.root) if d.root else None,
+        "base_size": d.base_size,
+        "num_frames": d.num_frames,
+        "token_length": d.token_length,
+        "token_base_frames": d.token_base_frames,
+        "max_frames": d.max_frames,
+        "frame_stride": d.frame_stride,
+        "max_text_length": cfg.max_text_length,
+    }
+
+
+@torch.no_grad()
+def precompute(
+    cfg, data_kind: str, records, sampler: BucketBatchSampler, vae, text_encoder, cache_dir: str
+) -> int:
+    """Encode every record once; returns how many were written (bad files are skipped and counted)."""
+    os.makedirs(cache_dir, exist_ok=True)
+    dataset = VideoDataset(records, frame_stride=cfg.data.frame_stride, random_crop=False, seed=cfg.seed)
+    specs = {i: SampleSpec(i, h, w, f) for (_, h, w, f), ix in sampler.groups.items() for i in ix}
+    param = next(vae.parameters())
+    written = 0
+    for i in tqdm(sorted(specs), desc="precompute", disable=len(specs) < 20):
+        sample = dataset[specs[i]]
+        if sample["index"] != i:  # the record was unreadable and replaced: leave it out of the cache
+            continue
+        posterior = vae.encode(sample["pixels"][None].to(param.device, param.dtype)).latent_dist
+        features, mask = text_encoder([sample["text"]])
+        tensors = {
+            "mean": posterior.mean[0],
+            "std": posterior.std[0],
+            "text": features[0],
+            "text_mask": mask[0],
+        }
+        save_file(
+            {k: v.float().cpu().contiguous() for k, v in tensors.items()},
+            os.path.join(cache_dir, f"{i:08d}.safetensors"),
+        )
+        written += 1
+    features, mask = text_encoder([""])
+    save_file(
+        {"text": features[0].float().cpu(), "text_mask": mask[0].float().cpu()},
+        os.path.join(cache_dir, "empty.safetensors"),
+    )
+    with open(os.path.join(cache_dir, MANIFEST), "w") as fh:
+        json.dump({**cache_key(cfg, data_kind), "records": written, "skipped": dataset.skipped}, fh, indent=2)
+    return written
+
+
+class CachedLatents(Dataset):
+    """Reads the cache; caption dropout swaps in the empty caption's features."""
+
+    def __init__(self, cache_dir: str, cfg, data_kind: str):
+        path = os.path.join(cache_dir, MANIFEST)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no latent cache at {cache_dir} (run scripts/precompute.py first)")
+        with open(path) as fh:
+            manifest = json.load(fh)
+        expected = cache_key(cfg, data_kind)
+        diff = {k: (manifest.get(k), v) for k, v in expected.items() if manifest.get(k) != v}
+        if diff:
+            raise ValueError(f"latent cache {cache_dir} was made with other settings (cache, run): {diff}")
+        self.dir, self.seed, self.epoch, self.dropout = cache_dir, cfg.seed, 0, cfg.data.caption_dropout
+        self.empty = load_file(os.path.join(cache_dir, "empty.safetensors"))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len([n for n in os.listdir(self.dir) if n[:8].isdigit()])
+
+    def __getitem__(self, spec: SampleSpec) -> dict:
+        path = os.path.join(self.dir, f"{spec.index:08d}.safetensors")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"record {spec.index} is not in the latent cache (unreadable when precomputed?)"
+            )
+        item = load_file(path)
+        if np.random.default_rng([self.seed, self.epoch, spec.index, 99]).random() < self.dropout:
+            item["text"], item["text_mask"] = self.empty["text"], self.empty["text_mask"]
+        return {**item, "index": spec.index}
+
+
+def collate_cached(samples: list[dict]) -> dict:
+    out = {k: torch.stack([s[k] for s in samples]) for k in ("mean", "std", "text", "text_mask")}
+    return {**out, "index": [s["index"] for s in samples], "skipped": []}
