@@ -5,7 +5,7 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PROMPT  ?= a red circle moving right on a gray background
 
-.PHONY: demo test lint format venv clean bench
+.PHONY: demo test lint format venv clean bench sysdeps
 
 venv: $(STAMP)
 
@@ -17,6 +17,14 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(VPY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# Debian's tesseract-ocr for the OCR filter; installed when we are root, else its tests skip and say why.
+sysdeps:
+	@command -v tesseract >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && apt-get install -y -qq tesseract-ocr) >/dev/null 2>&1 \
+	      || echo "could not install tesseract-ocr: OCR tests will be skipped"; \
+	  else echo "tesseract-ocr missing and not root: OCR tests will be skipped"; fi; }
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -25,7 +33,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: lint
+test: lint sysdeps
 	$(VPY) -m pytest -q tests
 
 demo: $(STAMP)

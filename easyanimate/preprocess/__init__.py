@@ -1,0 +1,1 @@
+"""Raw videos -> a "normal"-format dataset: scene split, filters, captioning, on Ray Data."""

@@ -1,0 +1,208 @@
+"""Preprocessing: scene split, filters, captioning, Ray engine, failures, resume after Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from raw_videos import make_raw_videos
+
+from easyanimate.data.datasets import VideoDataset
+from easyanimate.data.formats import load_records
+from easyanimate.data.video_io import count_frames
+from easyanimate.preprocess.config import MotionFilter, OCRFilter, PreprocessConfig, QualityFilter
+from easyanimate.preprocess.filters.motion import motion_filter
+from easyanimate.preprocess.filters.ocr import ocr_filter
+from easyanimate.preprocess.filters.quality import quality_filter
+from easyanimate.preprocess.split import detect_scenes, plan_clips
+from easyanimate.training.config import load_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESSERACT = shutil.which("tesseract") is not None
+TEST_SETTINGS = [
+    "split.min_seconds=1.5",
+    "motion.min_motion=0.5",
+    "motion.max_motion=12",
+    "engine.num_cpus=2",
+]
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory) -> dict[str, str]:
+    return make_raw_videos(str(tmp_path_factory.mktemp("raw")))
+
+
+def record(path):
+    return {"file_path_abs": path, "num_frames": count_frames(path)}
+
+
+def test_scene_split_finds_the_cut_and_obeys_lengths(raw):
+    scenes = detect_scenes(raw["two_scenes"], threshold=27.0)
+    assert len(scenes) == 2 and abs(scenes[0][1] - 32) <= 1
+    # 8 fps: a 100-frame scene with max 5 s -> 3 pieces of <= 40 frames; a 10-frame scene < 3 s is dropped
+    clips = plan_clips([(0, 100), (100, 110)], fps=8, min_seconds=3, max_seconds=5)
+    assert [b - a for a, b in clips] == [33, 34, 33] and clips[-1][1] == 100
+
+
+def test_motion_filter_drops_static_and_chaotic(raw):
+    cfg = MotionFilter(min_motion=0.5, max_motion=12)
+    results = {k: motion_filter(record(raw[k]), cfg) for k in ("static", "chaotic", "text")}
+    assert results["static"] == (False, "motion: static")
+    assert results["chaotic"] == (False, "motion: chaotic")
+    assert results["text"] == (True, None)
+
+
+def test_quality_filter_drops_dark_blurry_clip(raw):
+    good, dark = record(raw["text"]), record(raw["dark"])
+    assert quality_filter(good, QualityFilter()) == (True, None)
+    keep, reason = quality_filter(dark, QualityFilter())
+    assert not keep and reason.startswith("quality:") and dark["brightness"] < 30 and dark["sharpness"] < 20
+
+
+@pytest.mark.skipif(
+    not TESSERACT, reason="Debian's tesseract-ocr is not installed (make test installs it as root)"
+)
+def test_tesseract_ocr_filter(raw):
+    text, plain = record(raw["text"]), record(raw["static"])
+    assert ocr_filter(text, OCRFilter()) == (False, "ocr: text") and text["text_area"] > 0.05
+    assert ocr_filter(plain, OCRFilter()) == (True, None) and plain["text_area"] == 0
+
+
+def test_easyocr_backend_missing_is_a_clear_error():
+    from easyanimate.preprocess.filters.ocr import EasyOCRBackend
+
+    with pytest.raises(ImportError, match="tesseract"):
+        EasyOCRBackend(None)
+
+
+def tiny_captioner(path) -> str:
+    import torch
+    from transformers import (
+        BertTokenizer,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
+
+    words = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        "a",
+        "red",
+        "blue",
+        "square",
+        "moving",
+        "on",
+        "background",
+    ]
+    tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(words)})
+    processor = BlipProcessor(
+        image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer
+    )
+    text = dict(
+        vocab_size=len(words),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+    )
+    text.update(bos_token_id=2, eos_token_id=3, pad_token_id=0, sep_token_id=3, max_position_embeddings=64)
+    vision = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+    )
+    torch.manual_seed(0)
+    BlipForConditionalGeneration(
+        BlipConfig(text_config=text, vision_config=vision, projection_dim=32)
+    ).save_pretrained(path)
+    processor.save_pretrained(path)
+    return str(path)
+
+
+@pytest.mark.skipif(
+    not TESSERACT, reason="Debian's tesseract-ocr is not installed (make test installs it as root)"
+)
+def test_end_to_end_on_ray(tmp_path, raw):
+    from easyanimate.preprocess.engine import run
+
+    cfg = load_config(PreprocessConfig, os.path.join(ROOT, "config", "preprocess.yaml"), TEST_SETTINGS)
+    cfg.basic.min_width = cfg.basic.min_height = 64
+    cfg.caption.model = tiny_captioner(tmp_path / "blip")
+    out = tmp_path / "out"
+    summary = run(os.path.dirname(raw["static"]), str(out), cfg)
+    assert summary["videos_in"] == 6 and summary["videos_failed"] == 1  # the corrupt file, reported
+    assert summary["clips_in"] == 6 and summary["clips_kept"] == 2
+    assert summary["dropped_by_reason"] == {
+        "quality: blurry": 1,
+        "motion: static": 1,
+        "motion: chaotic": 1,
+        "ocr: text": 1,
+    } or summary["dropped_by_reason"] == {
+        "quality: too dark or too bright": 1,
+        "motion: static": 1,
+        "motion: chaotic": 1,
+        "ocr: text": 1,
+    }
+    assert set(summary["seconds_per_stage"]) >= {"split", "quality", "motion", "ocr", "caption"}
+    meta = json.load(open(out / "metadata.json"))
+    assert sorted(os.path.basename(m["file_path"]) for m in meta) == sorted(
+        f"{os.path.basename(m['file_path']).rsplit('_', 1)[0]}_{k:03d}.mp4" for k, m in enumerate(meta)
+    )
+    assert all(m["source"].endswith("two_scenes.mp4") and m["num_frames"] == 32 for m in meta)
+    assert all(m["text"] and m["text"] != "two scenes" for m in meta)  # captions from the model
+    assert all({"sharpness", "motion", "text_area"} <= set(m) for m in meta)
+    # the output is a training dataset our loader reads
+    records = load_records("normal", str(out / "metadata.json"))
+    sample = VideoDataset(records, height=64, width=64, num_frames=9)[0]
+    assert sample["pixels"].shape == (3, 9, 64, 64)
+
+
+@pytest.mark.skipif(
+    not TESSERACT, reason="Debian's tesseract-ocr is not installed (make test installs it as root)"
+)
+def test_ctrl_c_midway_then_rerun_redoes_nothing_finished(tmp_path, raw):
+    inputs = tmp_path / "raw"
+    shutil.copytree(os.path.dirname(raw["static"]), inputs)
+    for k in range(4):  # more work, so the interrupt lands midway
+        shutil.copy(inputs / "text.mp4", inputs / f"more_{k}.mp4")
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        "-m",
+        "easyanimate.preprocess",
+        "--input",
+        str(inputs),
+        "--output",
+        str(out),
+        *TEST_SETTINGS,
+    ]
+    cmd += ["engine.cpu_concurrency=1", "basic.min_width=64", "basic.min_height=64"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    split_dir = out / "state" / "split"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and len(list(split_dir.glob("*.json"))) < 3:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    done_before = {p: p.stat().st_mtime_ns for p in (out / "state").rglob("*.json")}
+    assert done_before and not (out / "summary.json").exists()
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert all(p.stat().st_mtime_ns == t for p, t in done_before.items())  # finished items were not redone
+    summary = json.load(open(out / "summary.json"))
+    assert summary["videos_in"] == 10 and summary["clips_kept"] == 2 and summary["videos_failed"] == 1
+    assert len(list(split_dir.glob("*.json"))) == 10
