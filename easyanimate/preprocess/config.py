@@ -62,6 +62,7 @@ class EngineConfig:
     num_cpus: int | None = None
     cpu_concurrency: int = 2  # parallel tasks for CPU stages
     model_concurrency: int = 1  # actors per model stage
+    cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
 
 

@@ -55,7 +55,15 @@ def video_key(path: str) -> str:
     return f"{stem}-{hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:8]}"
 
 
+def _one_thread() -> None:
+    """Ray runs one task per CPU; OpenCV would otherwise spread each task over every core."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 def split_video(row: dict, cfg: PreprocessConfig, out: str) -> list[dict]:
+    _one_thread()
     key = video_key(row["source"])
     state = _load_state(out, "split", key)
     if state is None:
@@ -150,6 +158,7 @@ def _stage(row: dict, stage: str, out: str, fn) -> dict:
 
 
 def cpu_filters(row: dict, cfg: PreprocessConfig, out: str) -> dict:
+    _one_thread()
     row = _normalize(row)
     row = _stage(row, "basic", out, lambda r: basic_filter(r, cfg.basic))
     if cfg.quality.enabled:
@@ -244,14 +253,18 @@ def run(input_dir: str, out: str, cfg: PreprocessConfig) -> dict:
     tasks = ray.data.TaskPoolStrategy(size=cfg.engine.cpu_concurrency)
     ds = ds.flat_map(split_video, fn_kwargs={"cfg": cfg, "out": out}, compute=tasks)
     ds = ds.map(cpu_filters, fn_kwargs={"cfg": cfg, "out": out}, compute=tasks)
-    ds = ds.map_batches(
-        ModelStage,
-        fn_constructor_kwargs={"cfg": cfg, "out": out},
-        compute=ray.data.ActorPoolStrategy(size=cfg.engine.model_concurrency),
-        num_gpus=cfg.engine.gpus_per_actor or None,
-        batch_size=cfg.caption.batch_size,
-        batch_format="default",
-    )
+    if (
+        cfg.ocr.backend or cfg.quality.aesthetic_model or cfg.caption.model
+    ):  # no model: no actor holding a CPU
+        ds = ds.map_batches(
+            ModelStage,
+            fn_constructor_kwargs={"cfg": cfg, "out": out},
+            compute=ray.data.ActorPoolStrategy(size=cfg.engine.model_concurrency),
+            num_cpus=cfg.engine.cpus_per_actor,
+            num_gpus=cfg.engine.gpus_per_actor or None,
+            batch_size=cfg.caption.batch_size,
+            batch_format="default",
+        )
     rows = ds.take_all()
     summary = write_outputs(out, rows, len(videos), time.perf_counter() - start)
     return summary
@@ -265,6 +278,9 @@ def _num(value) -> float:
 def write_outputs(out: str, rows: list[dict], num_videos: int, seconds: float) -> dict:
     rows = [_normalize(r) for r in rows]
     kept = sorted((r for r in rows if not r["dropped_by"] and not r["failed"]), key=lambda r: r["clip_id"])
+    for r in kept:  # no captioner: the source file name stands in
+        if not isinstance(r.get("text"), str):
+            r["text"] = os.path.splitext(os.path.basename(r["source"]))[0].replace("_", " ")
     score_keys = ("seconds", "sharpness", "brightness", "contrast", "aesthetic", "motion", "text_area")
     metadata = [
         {
