@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from raw_videos import make_raw_videos
 
@@ -206,3 +207,42 @@ def test_ctrl_c_midway_then_rerun_redoes_nothing_finished(tmp_path, raw):
     summary = json.load(open(out / "summary.json"))
     assert summary["videos_in"] == 10 and summary["clips_kept"] == 2 and summary["videos_failed"] == 1
     assert len(list(split_dir.glob("*.json"))) == 10
+
+
+def test_aesthetic_scorer_from_a_local_folder(tmp_path, raw):
+    import torch
+    from safetensors.torch import save_file
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    from easyanimate.preprocess.filters.frames import sample_frames
+    from easyanimate.preprocess.filters.quality import AestheticScorer
+
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+    )
+    CLIPVisionModel(config).save_pretrained(tmp_path)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        tmp_path
+    )
+    head = {
+        "layers.0.weight": torch.randn(16, 32),
+        "layers.0.bias": torch.zeros(16),
+        "layers.1.weight": torch.randn(1, 16),
+        "layers.1.bias": torch.full((1,), 5.0),
+    }
+    save_file(head, str(tmp_path / "aesthetic_head.safetensors"))
+    scorer = AestheticScorer(str(tmp_path))
+    frames = sample_frames(raw["text"], 4, count_frames(raw["text"]))
+    score = scorer(frames)
+    assert np.isfinite(score) and score != 5.0  # the head's bias alone would give 5.0
+    assert scorer(frames) == score  # deterministic
+    other = scorer(sample_frames(raw["dark"], 4, count_frames(raw["dark"])))
+    assert other != score
+    with pytest.raises(FileNotFoundError, match="aesthetic head"):
+        AestheticScorer(str(tmp_path / "missing"))
