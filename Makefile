@@ -17,13 +17,16 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(VPY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# Debian's tesseract-ocr for the OCR filter; installed when we are root, else its tests skip and say why.
+# Debian packages some tests need: tesseract-ocr (OCR filter) and chromium (the browser test of the web UI).
+# Installed when we are root; otherwise those tests skip and say why.
+SYSPKGS := tesseract-ocr:tesseract chromium:chromium
 sysdeps:
-	@command -v tesseract >/dev/null 2>&1 || { \
+	@missing=""; for p in $(SYSPKGS); do command -v $${p#*:} >/dev/null 2>&1 || missing="$$missing $${p%%:*}"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    (apt-get update -qq && apt-get install -y -qq tesseract-ocr) >/dev/null 2>&1 \
-	      || echo "could not install tesseract-ocr: OCR tests will be skipped"; \
-	  else echo "tesseract-ocr missing and not root: OCR tests will be skipped"; fi; }
+	    (apt-get update -qq && apt-get install -y -qq $$missing) >/dev/null 2>&1 \
+	      || echo "could not install$$missing: their tests will be skipped"; \
+	  else echo "missing$$missing and not root: their tests will be skipped"; fi; fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,4 +1,8 @@
-"""Web UI for text-, image- and video-to-video generation (gradio)."""
+"""Web UI: text-, image- and video-to-video in the browser (gradio).
+
+python app.py                       # http://127.0.0.1:7860, models from models/
+python app.py --port 8000 --auth me:secret --model-root /data/models
+"""
 
 from __future__ import annotations
 
@@ -7,19 +11,43 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", action="store_true", help="gradio share link (off by default)")
     p.add_argument("--auth", default=None, help="user:password")
     p.add_argument("--model-root", default="models/", help="folder with Diffusion_Transformer/ etc.")
+    p.add_argument("--output-dir", default="samples/easyanimate-videos")
+    p.add_argument("--default-size", type=int, default=256, help="initial width and height in the page")
+    p.add_argument("--default-frames", type=int, default=17)
+    p.add_argument("--max-upload-mb", type=int, default=50)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    build_parser().parse_args(argv)
-    print("not implemented yet: the web UI (web UI issue #8). Nothing was started.", file=sys.stderr)
-    return 2
+    args = build_parser().parse_args(argv)
+    auth = None
+    if args.auth:
+        if ":" not in args.auth:
+            print("error: --auth must be user:password", file=sys.stderr)
+            return 2
+        auth = tuple(args.auth.split(":", 1))
+    from easyanimate.ui.app import build_app
+    from easyanimate.ui.controller import Controller
+
+    controller = Controller(args.model_root, args.output_dir)
+    if not controller.base_models():
+        print(f"note: no pipeline folders under {args.model_root}/Diffusion_Transformer yet", file=sys.stderr)
+    demo = build_app(controller, args.default_size, args.default_frames)
+    demo.launch(
+        server_name=args.host,
+        server_port=args.port,
+        share=args.share,
+        auth=auth,
+        max_file_size=f"{args.max_upload_mb}mb",
+        allowed_paths=[controller.output_dir],
+    )
+    return 0
 
 
 if __name__ == "__main__":

@@ -35,6 +35,6 @@ def test_missing_demo_model_fails_honestly():
     assert res.returncode == 2 and "no demo model yet" in res.stderr and "Traceback" not in res.stderr
 
 
-def test_unbuilt_web_ui_fails_honestly():
-    res = run("app.py")
-    assert res.returncode == 2 and "not implemented yet" in res.stderr
+def test_app_refuses_a_malformed_auth_flag():
+    res = run("app.py", "--auth", "no-colon")
+    assert res.returncode == 2 and "user:password" in res.stderr

@@ -1,0 +1,192 @@
+"""What the web UI does, apart from the page: find models, check inputs, cache pipelines, generate.
+
+Only names found under the model root can be chosen (nothing the browser sends becomes a path by itself),
+and every bad value becomes a `UIError` with a message the page shows.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..pipeline.schedulers import SAMPLERS
+
+NONE = "none"
+
+
+class UIError(ValueError):
+    """A problem the user can fix; shown in the page, never as a stack trace."""
+
+
+class Controller:
+    def __init__(
+        self,
+        model_root: str = "models",
+        output_dir: str = "samples/easyanimate-videos",
+        max_frames: int = 145,
+        max_side: int = 1024,
+    ):
+        self.model_root = os.path.abspath(model_root)
+        self.output_dir, self.max_frames, self.max_side = output_dir, max_frames, max_side
+        self._pipe = None
+        self._loaded: dict[str, Any] = {}
+        self._lock = threading.Lock()  # one generation at a time (the gradio queue also enforces it)
+
+    # ------------------------------------------------------------------------------------------- discovery
+
+    def _folder(self, kind: str) -> str:
+        return os.path.join(self.model_root, kind)
+
+    def base_models(self) -> list[str]:
+        root = self._folder("Diffusion_Transformer")
+        if not os.path.isdir(root):
+            return []
+        return sorted(
+            n for n in os.listdir(root) if os.path.isfile(os.path.join(root, n, "model_index.json"))
+        )
+
+    def motion_modules(self) -> list[str]:
+        root = self._folder("Motion_Module")
+        found = (
+            sorted(n for n in os.listdir(root) if os.path.isfile(os.path.join(root, n, "motion_config.json")))
+            if os.path.isdir(root)
+            else []
+        )
+        return [NONE, *found]
+
+    def loras(self) -> list[str]:
+        root = self._folder("Personalized_Model")
+        found = (
+            sorted(n for n in os.listdir(root) if n.endswith(".safetensors")) if os.path.isdir(root) else []
+        )
+        return [NONE, *found]
+
+    def resolve(self, kind: str, name: str) -> str | None:
+        """The path of a listed model; anything not listed (e.g. '../x') is refused."""
+        listing = {
+            "Diffusion_Transformer": self.base_models,
+            "Motion_Module": self.motion_modules,
+            "Personalized_Model": self.loras,
+        }[kind]()
+        if name in (None, "", NONE) and kind != "Diffusion_Transformer":
+            return None
+        if name not in listing:
+            raise UIError(f"unknown {kind.replace('_', ' ').lower()} {name!r}; choose one of {listing}")
+        return os.path.join(self._folder(kind), name)
+
+    # ------------------------------------------------------------------------------------------- checks
+
+    def validate(
+        self, width: int, height: int, frames: int, steps: int, guidance: float, factor: int = 16
+    ) -> None:
+        for name, value in (("width", width), ("height", height)):
+            if value is None or value <= 0 or value % factor:
+                raise UIError(f"{name} must be a positive multiple of {factor}, got {value}")
+            if value > self.max_side:
+                raise UIError(f"{name} {value} is above this server's limit of {self.max_side}")
+        if frames is None or frames < 1 or (frames - 1) % 4:
+            raise UIError(f"frames must be 1 + 4k (1, 5, 9, ..., 49), got {frames}")
+        if frames > self.max_frames:
+            raise UIError(f"{frames} frames is above this server's limit of {self.max_frames}")
+        if steps is None or steps < 1 or steps > 200:
+            raise UIError(f"steps must be between 1 and 200, got {steps}")
+        if guidance is None or guidance < 0 or guidance > 30:
+            raise UIError(f"guidance must be between 0 and 30, got {guidance}")
+
+    # ------------------------------------------------------------------------------------------- models
+
+    def pipeline(self, base: str, motion: str, lora: str, lora_weight: float, sampler: str):
+        """The pipeline for this selection; models are loaded or swapped only when the selection changes."""
+        from ..pipeline.adapters import load_lora, load_motion_module, unload_loras
+        from ..pipeline.pipeline_easyanimate import EasyAnimatePipeline
+
+        base_path = self.resolve("Diffusion_Transformer", base)
+        motion_path = self.resolve("Motion_Module", motion)
+        lora_path = self.resolve("Personalized_Model", lora)
+        if sampler not in SAMPLERS:
+            raise UIError(f"unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}")
+        if self._loaded.get("base") != base_path or (
+            self._loaded.get("motion") and motion_path != self._loaded["motion"]
+        ):
+            cuda = torch.cuda.is_available()
+            pipe = EasyAnimatePipeline.from_pretrained(
+                base_path, torch_dtype=torch.bfloat16 if cuda else torch.float32
+            )
+            self._pipe = pipe.to("cuda" if cuda else "cpu")
+            self._loaded = {
+                "base": base_path,
+                "motion": None,
+                "lora": None,
+                "loads": self._loaded.get("loads", 0) + 1,
+            }
+        pipe = self._pipe
+        if motion_path and motion_path != self._loaded["motion"]:
+            load_motion_module(pipe, motion_path)
+            self._loaded["motion"] = motion_path
+        if (lora_path, lora_weight) != (self._loaded["lora"], self._loaded.get("lora_weight")):
+            unload_loras(pipe)
+            if lora_path:
+                load_lora(pipe, lora_path, lora_weight)
+            self._loaded["lora"], self._loaded["lora_weight"] = lora_path, lora_weight
+        try:
+            pipe.set_sampler(sampler)
+        except ValueError as err:
+            raise UIError(str(err)) from None
+        return pipe
+
+    # ------------------------------------------------------------------------------------------- generate
+
+    def generate(
+        self, settings: dict[str, Any], progress: Callable[[int, int], None] | None = None
+    ) -> dict[str, str]:
+        """Run one generation from the page's settings; returns the written files."""
+        from ..pipeline.predict import save_outputs
+
+        s = settings
+        self.validate(s["width"], s["height"], s["frames"], s["steps"], s["guidance"])
+        if not (s.get("prompt") or "").strip():
+            raise UIError("write a prompt first")
+        with self._lock:
+            pipe = self.pipeline(
+                s["base_model"], s["motion_module"], s["lora"], s["lora_weight"], s["sampler"]
+            )
+            extra: dict[str, Any] = {}
+            if s["mode"] == "i2v":
+                if s.get("start_image") is None and s.get("end_image") is None:
+                    raise UIError("upload a start image (and optionally an end image)")
+                extra = {
+                    "start_image": s.get("start_image"),
+                    "end_image": s.get("end_image"),
+                    "resize_to_start_image": bool(s.get("resize_to_start_image")),
+                }
+            elif s["mode"] == "v2v":
+                if not s.get("video"):
+                    raise UIError("upload a video first")
+                extra = {"video": s["video"], "strength": float(s["strength"])}
+            steps = int(s["steps"])
+            start = time.perf_counter()
+            try:
+                frames = pipe(
+                    s["prompt"],
+                    negative_prompt=s.get("negative_prompt") or "",
+                    num_frames=int(s["frames"]),
+                    height=int(s["height"]),
+                    width=int(s["width"]),
+                    num_inference_steps=steps,
+                    guidance_scale=float(s["guidance"]),
+                    generator=torch.Generator().manual_seed(int(s["seed"])),
+                    output_type="np",
+                    callback_on_step_end=(lambda i, _l: progress(i + 1, steps)) if progress else None,
+                    **extra,
+                ).frames[0]
+            except (ValueError, FileNotFoundError) as err:
+                raise UIError(str(err)) from None
+        record = {k: v for k, v in s.items() if isinstance(v, (str, int, float, bool)) or v is None}
+        record["seconds"] = round(time.perf_counter() - start, 3)
+        return save_outputs(np.asarray(frames), record, self.output_dir, int(s["fps"]), gif=False)
