@@ -8,30 +8,21 @@ Use the same data settings for both; training refuses a cache made with other on
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
 import sys
 
 from easyanimate.models.slice_vae import SliceVAE
 from easyanimate.models.text_encoder import load_text_encoder
 from easyanimate.training.cache import precompute
-from easyanimate.training.config import ConfigError, load_config
+from easyanimate.training.config import config_from_cli
 from easyanimate.training.run_config import TrainConfig
 from easyanimate.training.strategies import strategy_for
 from easyanimate.training.trainer import build_data
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=None, help="the training run's YAML")
-    p.add_argument("overrides", nargs="*", help="key=value overrides (latent_cache=<dir> is required)")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = load_config(TrainConfig, args.config, args.overrides)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"config error: {err}", file=sys.stderr)
+    cfg = config_from_cli(TrainConfig, __doc__, argv)
+    if cfg is None:
         return 2
     if not cfg.latent_cache:
         print("config error: set latent_cache=<dir>", file=sys.stderr)

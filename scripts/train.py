@@ -8,25 +8,16 @@ Every YAML key can be overridden as key=value (dotted for sections: data.batch_s
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 
-from easyanimate.training.config import ConfigError, load_config
+from easyanimate.training.config import config_from_cli
 from easyanimate.training.run_config import TrainConfig
 from easyanimate.training.trainer import train
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=None, help="run YAML (config/train_*.yaml)")
-    p.add_argument("overrides", nargs="*", help="key=value overrides")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = load_config(TrainConfig, args.config, args.overrides)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"config error: {err}", file=sys.stderr)
+    cfg = config_from_cli(TrainConfig, __doc__, argv)
+    if cfg is None:
         return 2
     result = train(cfg)
     print(f"done: {result['outputs']}; skipped files: {result['skipped']}")

@@ -74,6 +74,19 @@ def _record(
     return Record(full, text, kind, extra=extra, **sizes)
 
 
+def _read_jsonl(lines, meta: str, root: str, path_key: str) -> list[Record]:
+    records: list[Record] = []
+    for n, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            item = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise MetadataError(f"{meta}: line {n}: not valid JSON ({err.msg})") from None
+        records.append(_record(item, meta, len(records), n, root, path_key=path_key))
+    return records
+
+
 def load_normal(meta: str, root: str | None = None) -> list[Record]:
     root = root if root is not None else os.path.dirname(os.path.abspath(meta))
     ext = os.path.splitext(meta)[1].lower()
@@ -82,16 +95,7 @@ def load_normal(meta: str, root: str | None = None) -> list[Record]:
             rows = list(csv.DictReader(fh))
             return [_record(r, meta, i, i + 2, root) for i, r in enumerate(rows)]  # line 1 is the header
         if ext == ".jsonl":
-            records = []
-            for n, raw in enumerate(fh, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    item = json.loads(raw)
-                except json.JSONDecodeError as err:
-                    raise MetadataError(f"{meta}: line {n}: not valid JSON ({err.msg})") from None
-                records.append(_record(item, meta, len(records), n, root))
-            return records
+            return _read_jsonl(fh, meta, root, "file_path")
         try:
             items = json.load(fh)
         except json.JSONDecodeError as err:
@@ -124,17 +128,8 @@ def load_diffusers(root: str) -> list[Record]:
     meta = os.path.join(train, "metadata.jsonl")
     if not os.path.isfile(meta):
         raise MetadataError(f"{root}: no train/metadata.jsonl (the diffusers image-folder layout)")
-    records = []
     with open(meta) as fh:
-        for n, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                item = json.loads(raw)
-            except json.JSONDecodeError as err:
-                raise MetadataError(f"{meta}: line {n}: not valid JSON ({err.msg})") from None
-            records.append(_record(item, meta, len(records), n, train, path_key="file_name"))
-    return records
+        return _read_jsonl(fh, meta, train, "file_name")
 
 
 def load_records(fmt: str, meta: str | None, root: str | None = None) -> list[Record]:

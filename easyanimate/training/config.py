@@ -130,3 +130,22 @@ def to_dict(config: Any) -> dict[str, Any]:
 def save_config(config: Any, path: str) -> None:
     with open(path, "w") as fh:
         yaml.safe_dump(to_dict(config), fh, sort_keys=False)
+
+
+def config_from_cli(cls: type[T], description: str, argv: Sequence[str] | None = None) -> T | None:
+    """`--config YAML` plus `key=value` overrides for a run script; prints a one-line error and returns None
+    when the config is bad (the script then exits 2)."""
+    import argparse
+    import logging
+    import sys
+
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=None, help="run YAML")
+    p.add_argument("overrides", nargs="*", help="key=value overrides (dotted for sections)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return load_config(cls, args.config, args.overrides)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return None
