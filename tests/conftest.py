@@ -93,3 +93,23 @@ def make_pipeline(path, inpaint=False, sampler="Euler", prediction_type="epsilon
     )
     pipe.save_pretrained(path)
     return str(path)
+
+
+def make_tiny_clip_vision(path) -> str:
+    """A random tiny CLIP vision model + image processor saved as a local folder (aesthetic / FVD encoders)."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+    )
+    CLIPVisionModel(config).save_pretrained(path)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        path
+    )
+    return str(path)

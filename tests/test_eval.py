@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import make_tiny_clip_vision
 
 from easyanimate.data.synthetic import generate
 from easyanimate.data.video_io import read_frames
@@ -48,23 +49,7 @@ def test_frechet_distance_matches_closed_form():
 
 
 def test_fvd_with_a_local_encoder(tmp_path):
-    import torch
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
-
-    torch.manual_seed(0)
-    cfg = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=8,
-    )
-    CLIPVisionModel(cfg).save_pretrained(tmp_path / "enc")
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
-        tmp_path / "enc"
-    )
-    encoder = ImageFeatureEncoder(str(tmp_path / "enc"))
+    encoder = ImageFeatureEncoder(make_tiny_clip_vision(tmp_path / "enc"))
     records = generate(str(tmp_path / "data"), num_videos=12, num_images=0, size=32, frames=5, seed=3)
     videos = [read_frames(os.path.join(tmp_path, "data", r["file_path"])) for r in records]
     feats = np.stack([encoder(v) for v in videos])

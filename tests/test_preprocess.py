@@ -211,25 +211,13 @@ def test_ctrl_c_midway_then_rerun_redoes_nothing_finished(tmp_path, raw):
 
 def test_aesthetic_scorer_from_a_local_folder(tmp_path, raw):
     import torch
+    from conftest import make_tiny_clip_vision
     from safetensors.torch import save_file
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
     from easyanimate.preprocess.filters.frames import sample_frames
     from easyanimate.preprocess.filters.quality import AestheticScorer
 
-    torch.manual_seed(0)
-    config = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=8,
-    )
-    CLIPVisionModel(config).save_pretrained(tmp_path)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
-        tmp_path
-    )
+    make_tiny_clip_vision(tmp_path)
     head = {
         "layers.0.weight": torch.randn(16, 32),
         "layers.0.bias": torch.zeros(16),
