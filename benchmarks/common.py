@@ -37,6 +37,12 @@ def time_interleaved(
     return times
 
 
+def current_rss() -> int:
+    """Resident memory of this process now (bytes); pair with ru_maxrss for a peak."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 

@@ -254,7 +254,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, base_pipelin
     proc.wait()
     assert proc.returncode == -signal.SIGKILL and not (killed_dir / "pipeline").exists()
     resumed = train(config(killed_dir, base_pipeline, shapes_dir, resume_from_checkpoint="latest", **common))
-    assert len(resumed["history"]) == 2  # steps 5 and 6 only
+    assert len(resumed["history"]) == 2 and resumed["start_step"] == 4  # steps 5 and 6 only
     a = _state(os.path.join(straight["outputs"]["pipeline"], "transformer"))
     b = _state(os.path.join(resumed["outputs"]["pipeline"], "transformer"))
     assert all(torch.equal(a[k], b[k]) for k in a)

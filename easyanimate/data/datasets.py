@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from .folder import resize_crop
 from .formats import Record
-from .video_io import read_frames, read_image
+from .video_io import read_frames, read_image, video_length
 
 logger = logging.getLogger(__name__)
 
@@ -34,14 +34,6 @@ class SampleSpec:
     height: int
     width: int
     num_frames: int
-
-
-def probe_video_frames(path: str) -> int:
-    import av
-
-    with av.open(path) as container:
-        n = container.streams.video[0].frames
-        return n if n > 0 else sum(1 for _ in container.decode(video=0))
 
 
 def frame_indices(
@@ -96,7 +88,7 @@ class VideoDataset(Dataset):
         size = (spec.height, spec.width)
         if record.type == "image":
             return resize_crop(read_image(record.path)[None], size, rng)
-        total = record.num_frames or probe_video_frames(record.path)
+        total = record.num_frames or video_length(record.path)
         idx = frame_indices(total, spec.num_frames, self.frame_stride, self.edge_drop, rng)
         return resize_crop(read_frames(record.path, idx), size, rng)
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .video_io import media_type, read_frames, read_image
+from .video_io import media_type, read_frames, read_image, video_length
 
 logger = logging.getLogger(__name__)
 
@@ -88,11 +88,7 @@ class MediaFolder:
 
     def _video_length(self, path: str) -> int:
         if path not in self._lengths:
-            import av
-
-            with av.open(path) as container:
-                n = container.streams.video[0].frames
-                self._lengths[path] = n if n > 0 else sum(1 for _ in container.decode(video=0))
+            self._lengths[path] = video_length(path)
         return self._lengths[path]
 
     def _video_clip(self, path: str, frames: int, rng: np.random.Generator | None) -> torch.Tensor:

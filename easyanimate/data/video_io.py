@@ -33,6 +33,15 @@ def count_frames(path: str) -> int:
         return sum(1 for _ in container.decode(video=0))
 
 
+def video_length(path: str) -> int:
+    """Frame count from the stream header, decoding to count only when the header has none."""
+    import av
+
+    with av.open(path) as container:
+        n = container.streams.video[0].frames
+        return n if n > 0 else sum(1 for _ in container.decode(video=0))
+
+
 def read_frames(path: str, indices: Sequence[int] | None = None, backend: str = "pyav") -> np.ndarray:
     """Frames `(N, H, W, 3)` uint8 RGB at `indices` (all frames when None)."""
     if backend == "decord":

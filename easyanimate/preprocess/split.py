@@ -3,7 +3,7 @@ frame-accurately with PyAV."""
 
 from __future__ import annotations
 
-from ..data.video_io import read_frames, write_video
+from ..data.video_io import read_frames, video_length, write_video
 
 
 def probe(path: str) -> dict:
@@ -13,8 +13,8 @@ def probe(path: str) -> dict:
     with av.open(path) as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.base_rate or 0)
-        frames = stream.frames or sum(1 for _ in container.decode(video=0))
-        return {"fps": fps, "num_frames": frames, "width": stream.width, "height": stream.height}
+        width, height = stream.width, stream.height
+    return {"fps": fps, "num_frames": video_length(path), "width": width, "height": height}
 
 
 def detect_scenes(path: str, threshold: float) -> list[tuple[int, int]]:

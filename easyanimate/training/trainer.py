@@ -177,6 +177,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             state["skipped"],
         )
         logger.info("resumed from %s at step %d", resume, step)
+    start_step = step
 
     def batches():
         nonlocal epoch, position
@@ -279,7 +280,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "history": history,
         "outputs": outputs,
         "skipped": skipped,
-        "start_step": history and step - len(history),
+        "start_step": start_step,
     }
 
 
