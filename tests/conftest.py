@@ -113,3 +113,34 @@ def make_tiny_clip_vision(path) -> str:
         path
     )
     return str(path)
+
+
+def make_tiny_clip(path) -> str:
+    """A random tiny CLIP (text + vision) with a hand-written vocabulary, saved as a local folder."""
+    import json
+
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    os.makedirs(path, exist_ok=True)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for ch in "abcdefghijklmnopqrstuvwxyz":
+        vocab[ch] = len(vocab)
+        vocab[ch + "</w>"] = len(vocab)
+    with open(os.path.join(path, "vocab.json"), "w") as fh:
+        json.dump(vocab, fh)
+    with open(os.path.join(path, "merges.txt"), "w") as fh:
+        fh.write("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(os.path.join(path, "vocab.json"), os.path.join(path, "merges.txt"))
+    torch.manual_seed(0)
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    config = CLIPConfig(
+        text_config=dict(
+            vocab_size=len(vocab), max_position_embeddings=64, bos_token_id=0, eos_token_id=1, **small
+        ),
+        vision_config=dict(image_size=32, patch_size=8, **small),
+        projection_dim=16,
+    )
+    CLIPModel(config).save_pretrained(path)
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(path)
+    return str(path)

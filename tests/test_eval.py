@@ -1,17 +1,26 @@
-"""Evaluation: the shapes analyzer on ground truth, prompt parsing, and the Frechet distance behind FVD."""
+"""Evaluation: the shapes analyzer on ground truth, prompt parsing, the Frechet distance behind FVD, temporal
+consistency, the CLIP score, and `python -m easyanimate.eval` on folders of videos."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from conftest import make_tiny_clip_vision
+import torch
+from conftest import make_tiny_clip, make_tiny_clip_vision
 
 from easyanimate.data.synthetic import generate
-from easyanimate.data.video_io import read_frames
+from easyanimate.data.video_io import read_frames, write_video
+from easyanimate.eval.clip_score import CLIPScorer
+from easyanimate.eval.consistency import temporal_consistency
 from easyanimate.eval.fvd import ImageFeatureEncoder, feature_stats, frechet_distance, fvd
 from easyanimate.eval.shapes import parse_prompt, read_video, score
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_shapes_analyzer_reads_ground_truth(tmp_path):
@@ -57,3 +66,102 @@ def test_fvd_with_a_local_encoder(tmp_path):
     assert feats.shape == (12, 32)
     assert fvd(feats, feats) == pytest.approx(0.0, abs=1e-6)
     assert fvd(feats, shifted) > 1e-3
+
+
+def test_shapes_analyzer_reads_the_outline_style(tmp_path):
+    filled = generate(str(tmp_path / "f"), num_videos=12, num_images=0, size=64, frames=9, seed=4)
+    outline = generate(
+        str(tmp_path / "o"), num_videos=12, num_images=0, size=64, frames=9, seed=4, style="outline"
+    )
+    for folder, records, style in ((tmp_path / "f", filled, "filled"), (tmp_path / "o", outline, "outline")):
+        readings = [read_video(read_frames(os.path.join(folder, r["file_path"]))) for r in records]
+        assert [x.style for x in readings] == [style] * len(records)
+        # outlines still read as their shape, colour and motion
+        assert [(x.shape, x.color, x.direction) for x in readings] == [
+            (r["shape"], r["color"], r["direction"]) for r in records
+        ]
+
+
+def test_temporal_consistency():
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (1, 32, 32, 3), dtype=np.uint8)
+    frozen = np.repeat(frame, 5, axis=0)
+    flicker = rng.integers(0, 255, (5, 32, 32, 3), dtype=np.uint8)
+    assert temporal_consistency(frozen) == pytest.approx(1.0, abs=1e-6)
+    assert temporal_consistency(flicker) < 0.2
+    # with per-frame features: cosine of consecutive frames
+    feats = lambda v: v.reshape(len(v), -1).astype(float)  # noqa: E731
+    assert temporal_consistency(frozen, feats) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        temporal_consistency(frozen[:1])
+
+
+def test_clip_score_matches_the_model_logits(tmp_path):
+    from transformers import CLIPModel, CLIPProcessor
+
+    folder = make_tiny_clip(tmp_path / "clip")
+    scorer = CLIPScorer(folder)
+    frames = np.random.default_rng(1).integers(0, 255, (3, 48, 48, 3), dtype=np.uint8)
+    prompt = "a red circle"
+    model, proc = CLIPModel.from_pretrained(folder), CLIPProcessor.from_pretrained(folder)
+    with torch.no_grad():
+        out = model(**proc(text=[prompt], images=list(frames), return_tensors="pt", padding=True))
+        cosine = (out.logits_per_image[:, 0] / model.logit_scale.exp()).numpy()  # CLIP's own similarity
+    assert scorer(frames, prompt) == pytest.approx(float(np.mean(100 * np.clip(cosine, 0, None))), rel=1e-4)
+
+
+def _with_sidecars(folder, records):
+    for r in records:
+        stem = os.path.splitext(os.path.join(folder, r["file_path"]))[0]
+        with open(stem + ".json", "w") as fh:
+            json.dump({"prompt": r["text"]}, fh)
+
+
+def test_eval_cli_on_folders(tmp_path):
+    records = generate(str(tmp_path / "gen"), num_videos=10, num_images=0, size=64, frames=9, seed=2)
+    _with_sidecars(tmp_path / "gen", records)
+    videos = tmp_path / "gen" / "videos"
+    shifted = tmp_path / "shifted"
+    shifted.mkdir()
+    for r in records:  # a brighter copy of every video, same names
+        frames = read_frames(os.path.join(tmp_path / "gen", r["file_path"]))
+        write_video(
+            str(shifted / os.path.basename(r["file_path"])),
+            np.clip(frames.astype(int) + 60, 0, 255).astype(np.uint8),
+        )
+    encoder = make_tiny_clip_vision(tmp_path / "enc")
+    clip = make_tiny_clip(tmp_path / "clip")
+
+    def evaluate(reference):
+        out = tmp_path / "results.json"
+        res = subprocess.run(
+            [sys.executable, "-m", "easyanimate.eval", "videos", str(videos), "--reference", str(reference)]
+            + ["--encoder", encoder, "--clip", clip, "--shapes", "--output", str(out)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert res.returncode == 0, res.stderr
+        assert "shapes.color_accuracy" in res.stdout
+        return json.loads(out.read_text())
+
+    same = evaluate(videos)
+    assert same["videos"] == 10 and same["shapes"]["color_accuracy"] == 1.0
+    assert same["shapes"]["direction_accuracy"] == 1.0
+    assert same["reconstruction"]["psnr"] == float("inf") and same["reconstruction"]["pairs"] == 10
+    assert same["fvd"] == pytest.approx(0.0, abs=1e-6)
+    assert 0 < same["clip_score"] <= 100 and 0.5 < same["temporal_consistency"] < 1.0
+    other = evaluate(shifted)
+    assert other["fvd"] > 1e-3 and other["reconstruction"]["psnr"] < 30
+
+
+def test_eval_cli_reports_a_missing_folder():
+    res = subprocess.run(
+        [sys.executable, "-m", "easyanimate.eval", "videos", "/nonexistent/folder"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 2 and "not a folder" in res.stderr and "Traceback" not in res.stderr

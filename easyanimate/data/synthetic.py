@@ -2,9 +2,11 @@
 
     python -m easyanimate.data.synthetic --output datasets/demo --num-videos 200 --num-images 100 \
         --size 64 --frames 17 --seed 0
+    python -m easyanimate.data.synthetic --output datasets/outline --num-videos 0 --num-images 60 --style outline
 
 Writes H.264 mp4 videos and PNG images plus `metadata.json` in the "normal" format (`file_path`, `text`,
-`type`, `width`, `height`, `num_frames`, and the ground-truth `shape`, `color`, `direction`, `background`).
+`type`, `width`, `height`, `num_frames`, and the ground-truth `shape`, `color`, `direction`, `background`,
+`style`). `--style outline` draws only the shapes' outlines with the same captions: the demo LoRA's new style.
 Deterministic for a seed. It feeds the demo model, the tests and the benchmarks.
 """
 
@@ -34,6 +36,8 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "black": (15, 15, 15),
 }
 SHAPES = ("circle", "square", "triangle")
+STYLES = ("filled", "outline")
+OUTLINE_WIDTH = 0.4  # outline thickness as a share of the shape's half-size
 DIRECTIONS: dict[str, tuple[int, int]] = {
     "left": (-1, 0),
     "right": (1, 0),
@@ -49,6 +53,7 @@ class Scene:
     color: str
     direction: str
     background: str
+    style: str = "filled"
 
     def caption(self, video: bool = True) -> str:
         if not video:
@@ -90,17 +95,24 @@ def render(scene: Scene, size: int, frames: int, rng: np.random.Generator) -> np
     fg = np.array(COLORS[scene.color], dtype=np.float32)
     out = np.empty((frames, size, size, 3), dtype=np.uint8)
     for t in range(frames):
-        m = shape_mask(scene.shape, size, cx0 + ddx * step * t, cy0 + ddy * step * t, r)[..., None]
+        cx, cy = cx0 + ddx * step * t, cy0 + ddy * step * t
+        m = shape_mask(scene.shape, size, cx, cy, r)
+        if scene.style == "outline":
+            m = np.clip(m - shape_mask(scene.shape, size, cx, cy, r * (1 - OUTLINE_WIDTH)), 0, 1)
+        m = m[..., None]
         out[t] = np.clip(bg * (1 - m) + fg * m, 0, 255).round().astype(np.uint8)
     return out
 
 
-def random_scene(rng: np.random.Generator, video: bool = True) -> Scene:
+def random_scene(rng: np.random.Generator, video: bool = True, style: str = "filled") -> Scene:
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}; choose from {STYLES}")
     return Scene(
         shape=SHAPES[rng.integers(len(SHAPES))],
         color=list(COLORS)[rng.integers(len(COLORS))],
         direction=list(DIRECTIONS)[rng.integers(len(DIRECTIONS))] if video else "still",
         background=list(BACKGROUNDS)[rng.integers(len(BACKGROUNDS))],
+        style=style,
     )
 
 
@@ -112,6 +124,7 @@ def generate(
     frames: int = 17,
     seed: int = 0,
     fps: int = 8,
+    style: str = "filled",
 ) -> list[dict]:
     from PIL import Image
 
@@ -120,7 +133,7 @@ def generate(
     os.makedirs(os.path.join(output, "images"), exist_ok=True)
     records = []
     for i in tqdm(range(num_videos), desc="videos", disable=num_videos < 50):
-        scene = random_scene(rng)
+        scene = random_scene(rng, style=style)
         rel = f"videos/{i:05d}.mp4"
         write_video(os.path.join(output, rel), render(scene, size, frames, rng), fps=fps)
         records.append(
@@ -128,7 +141,7 @@ def generate(
             | {"num_frames": frames, **scene.__dict__}
         )
     for i in range(num_images):
-        scene = random_scene(rng, video=False)
+        scene = random_scene(rng, video=False, style=style)
         rel = f"images/{i:05d}.png"
         Image.fromarray(render(scene, size, 1, rng)[0]).save(os.path.join(output, rel))
         records.append(
@@ -155,8 +168,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--frames", type=int, default=17)
     p.add_argument("--fps", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--style", choices=STYLES, default="filled", help="outline: the demo LoRA's style")
     a = p.parse_args(argv)
-    records = generate(a.output, a.num_videos, a.num_images, a.size, a.frames, a.seed, a.fps)
+    records = generate(a.output, a.num_videos, a.num_images, a.size, a.frames, a.seed, a.fps, a.style)
     print(f"wrote {len(records)} items and metadata.json to {a.output}")
 
 

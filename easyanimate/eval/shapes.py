@@ -2,8 +2,10 @@
 
 Used to score generations against their prompts (colour / direction / shape accuracy) for the demo model.
 Background: the most common border colour; foreground: pixels far from it; colour: nearest palette colour to
-the foreground mean; shape: how much of its bounding box the mask fills (square ~1, circle ~pi/4, triangle
-~1/2); direction: the centroid's track from the first to the last frame.
+the foreground median; shape: how much of its bounding box the mask fills (square ~1, circle ~pi/4, triangle
+~1/2, after filling each row between its outer pixels so outlines read as their shape); direction: the
+centroid's track from the first to the last frame; style: "outline" when the middle of the shape shows the
+background (the demo LoRA's style), else "filled".
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class Reading:
     shape: str | None
     direction: str | None
     background: str | None
+    style: str | None = None
 
 
 def _nearest(rgb: np.ndarray, palette: dict[str, tuple[int, int, int]]) -> str:
@@ -32,6 +35,22 @@ def _nearest(rgb: np.ndarray, palette: dict[str, tuple[int, int, int]]) -> str:
 
 def _foreground(frame: np.ndarray, bg: np.ndarray, threshold: float = 60.0) -> np.ndarray:
     return np.linalg.norm(frame.astype(float) - bg[None, None], axis=-1) > threshold
+
+
+def _fill_rows(mask: np.ndarray) -> np.ndarray:
+    """Fill each row between its first and last foreground pixel (exact for convex shapes)."""
+    out = mask.copy()
+    for y in np.nonzero(mask.any(axis=1))[0]:
+        xs = np.nonzero(mask[y])[0]
+        out[y, xs[0] : xs[-1] + 1] = True
+    return out
+
+
+def _center_fill(mask: np.ndarray) -> float:
+    """Share of foreground in the 3x3 pixels at the middle of the mask's bounding box."""
+    ys, xs = np.nonzero(mask)
+    cy, cx = (ys.min() + ys.max()) // 2, (xs.min() + xs.max()) // 2
+    return float(mask[max(cy - 1, 0) : cy + 2, max(cx - 1, 0) : cx + 2].mean())
 
 
 def read_video(frames: np.ndarray, still_fraction: float = 0.08) -> Reading:
@@ -45,15 +64,17 @@ def read_video(frames: np.ndarray, still_fraction: float = 0.08) -> Reading:
     masks = np.stack([_foreground(fr, bg_rgb) for fr in frames])
     if masks.sum() < 4:
         return Reading(None, None, None, background)
-    color = _nearest(frames[masks].astype(float).mean(axis=0), COLORS)
-    fills = []
+    color = _nearest(np.median(frames[masks].astype(float), axis=0), COLORS)  # median: edges blend
+    fills, centers = [], []
     for m in masks[[0, f // 2, -1]]:
         ys, xs = np.nonzero(m)
         if len(ys) >= 4:
             box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
-            fills.append(len(ys) / box)
+            fills.append(_fill_rows(m).sum() / box)
+            centers.append(_center_fill(m))
     fill = float(np.median(fills)) if fills else 0.0
     shape = "square" if fill > 0.9 else "circle" if fill > 0.65 else "triangle"
+    style = ("outline" if np.median(centers) < 0.5 else "filled") if centers else None
     centroids = [np.argwhere(m).mean(axis=0) for m in masks if m.sum() >= 4]
     direction = None
     if len(centroids) >= 2:
@@ -64,7 +85,7 @@ def read_video(frames: np.ndarray, still_fraction: float = 0.08) -> Reading:
             direction = "right" if dx > 0 else "left"
         else:
             direction = "down" if dy > 0 else "up"
-    return Reading(color, shape, direction, background)
+    return Reading(color, shape, direction, background, style)
 
 
 def parse_prompt(prompt: str) -> Reading:

@@ -48,11 +48,19 @@ def easyanimate_tiny(**kw: Any) -> VideoTransformer3DModel:
     return _dit(4, 2, 16, {"sample_size": 8, "caption_channels": 32, "out_channels": 4, **kw})
 
 
+def easyanimate_demo(**kw: Any) -> VideoTransformer3DModel:
+    """The CPU demo model: 6 blocks, width 128, patch 1 on the 8x8 latents of 64 px videos (tiny T5 features)."""
+    return _dit(
+        6, 4, 32, {"sample_size": 8, "patch_size": 1, "caption_channels": 64, "out_channels": 4, **kw}
+    )
+
+
 TRANSFORMER_PRESETS: dict[str, Callable[..., VideoTransformer3DModel]] = {
     "EasyAnimate-XL/2": easyanimate_xl_2,
     "EasyAnimate-L/2": easyanimate_l_2,
     "EasyAnimate-B/2": easyanimate_b_2,
     "EasyAnimate-S/2": easyanimate_s_2,
+    "demo": easyanimate_demo,
     "tiny": easyanimate_tiny,
 }
 

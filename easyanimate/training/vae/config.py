@@ -19,6 +19,7 @@ class VAEDataConfig:
 @dataclass
 class VAELossConfig:
     kl_weight: float = 1e-6
+    l2_weight: float = 0.0  # adds MSE to L1: large errors (small objects on flat backgrounds) weigh more
     perceptual_weights: str | None = None  # local torchvision-format vgg16 weights; None: no perceptual loss
     perceptual_weight: float = 0.1
     disc_start: int | None = None  # step at which the adversarial loss starts; None: no discriminator

@@ -176,6 +176,10 @@ def train_vae(cfg: VAETrainConfig) -> dict[str, Any]:
                 rec = rec.float()
                 loss = (rec - x).abs().mean()
                 logs["rec_l1"] = loss.item()
+                if losses.l2_weight:
+                    l2 = (rec - x).square().mean()
+                    loss = loss + losses.l2_weight * l2
+                    logs["rec_l2"] = l2.item()
                 if cfg.stage == 1:
                     kl = kl_loss(mean.float(), logvar.float())
                     loss = loss + losses.kl_weight * kl

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Train the embedded demo model end to end with our normal scripts and configs (config/demo/), then evaluate
+# it and export fp16 weights under models/. About 50 minutes on 2 CPU cores; re-running resumes each stage.
+#
+#   bash scripts/train_demo.sh            # everything
+#   EXPORT=0 bash scripts/train_demo.sh   # train and evaluate, leave models/ alone
+#
+# Variables: OUT (work folder, default outputs/demo), DATA / STYLE_DATA (datasets), LAUNCH (default python;
+# "accelerate launch" on GPU machines), EXPORT (1: write models/), EVAL_ARGS (extra arguments for the evaluation),
+# ARGS (key=value overrides for every training stage, e.g. ARGS="max_steps=2" for a smoke run).
+set -euo pipefail
+OUT=${OUT:-outputs/demo}
+DATA=${DATA:-datasets/demo}
+STYLE_DATA=${STYLE_DATA:-datasets/demo_outline}
+LAUNCH=${LAUNCH:-python}
+EXPORT=${EXPORT:-1}
+EVAL_ARGS=${EVAL_ARGS:-}
+ARGS=${ARGS:-}
+PY=${PY:-python}
+mkdir -p "$OUT"
+TIMES="$OUT/stage_seconds.tsv"
+
+stage() {  # stage NAME COMMAND...: run it and record how long it took
+    local name=$1 start=$SECONDS
+    shift
+    echo "== $name"
+    "$@"
+    printf '%s\t%s\n' "$name" $((SECONDS - start)) >>"$TIMES"
+}
+
+# 1. data: coloured shapes moving on plain backgrounds, and a small folder of outlined shapes (the LoRA style)
+data() {
+    [ -f "$DATA/metadata.json" ] ||
+        $PY -m easyanimate.data.synthetic --output "$DATA" --num-videos 600 --num-images 300 --seed 0
+    [ -f "$STYLE_DATA/metadata.json" ] ||
+        $PY -m easyanimate.data.synthetic --output "$STYLE_DATA" --num-videos 0 --num-images 120 --seed 1 \
+            --style outline
+}
+stage data data
+
+# 2. Slice VAE, stage 1 (encoder + decoder) then stage 2 (decoder only)
+stage vae env DATA_ROOT="$DATA" OUTPUT_DIR="$OUT/vae" CONFIG=config/demo/vae_stage1.yaml \
+    CONFIG2=config/demo/vae_stage2.yaml LAUNCH="$LAUNCH" sh scripts/train_vae.sh $ARGS
+
+# 3. base pipeline: the VAE (scaled to unit-variance latents) + a tiny T5 whose vocabulary is learnt from the
+#    captions, frozen at its random init
+stage base $PY scripts/make_base_pipeline.py --vae "$OUT/vae/stage2/vae" --captions "$DATA/metadata.json" \
+    --scale-from "$DATA" --output "$OUT/base"
+
+# 4. text-to-image, 5. text-to-video (whole DiT with motion modules), 6. image-to-video InP, 7. LoRA
+# shellcheck disable=SC2086
+common=(DATASET_NAME="$DATA" LAUNCH="$LAUNCH")
+stage t2i env "${common[@]}" MODEL_NAME="$OUT/base" OUTPUT_DIR="$OUT/t2i" CONFIG=config/demo/t2i.yaml \
+    sh scripts/train_t2i.sh $ARGS
+stage t2v env "${common[@]}" MODEL_NAME="$OUT/t2i/pipeline" OUTPUT_DIR="$OUT/t2v" CONFIG=config/demo/t2v.yaml \
+    sh scripts/train_t2v.sh $ARGS
+stage inpaint env "${common[@]}" MODEL_NAME="$OUT/t2v/pipeline" OUTPUT_DIR="$OUT/inpaint" \
+    CONFIG=config/demo/inpaint.yaml sh scripts/train_inpaint.sh $ARGS
+stage lora env DATASET_NAME="$STYLE_DATA" LAUNCH="$LAUNCH" MODEL_NAME="$OUT/t2v/pipeline" \
+    OUTPUT_DIR="$OUT/lora" CONFIG=config/demo/lora.yaml sh scripts/train_lora.sh $ARGS
+
+# 8. evaluation on prompts x seeds not used in training (results in $OUT/eval/results.json)
+# shellcheck disable=SC2086
+stage eval $PY -m easyanimate.eval demo --model "$OUT/t2v/pipeline" --inpaint-model "$OUT/inpaint/pipeline" \
+    --lora "$OUT/lora/lora.safetensors" --train-metadata "$DATA/metadata.json" \
+    --output "$OUT/eval" $EVAL_ARGS
+
+# 9. export fp16 weights where the CLIs and the web UI look for them
+if [ "$EXPORT" = 1 ]; then
+    $PY scripts/convert_fp16.py "$OUT/t2v/pipeline" models/Diffusion_Transformer/EasyAnimate-demo
+    $PY scripts/convert_fp16.py "$OUT/inpaint/pipeline" models/Diffusion_Transformer/EasyAnimate-demo-InP
+    $PY scripts/convert_fp16.py "$OUT/t2v/motion_module" models/Motion_Module/EasyAnimate-demo-motion
+    $PY scripts/convert_fp16.py "$OUT/lora/lora.safetensors" models/Personalized_Model/demo-outline-lora.safetensors
+    cp "$OUT/eval/results.json" models/Diffusion_Transformer/EasyAnimate-demo/eval_results.json
+fi
+echo "stage times (s):"
+cat "$TIMES"
