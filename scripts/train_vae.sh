@@ -1,12 +1,14 @@
 #!/bin/sh
 # Slice VAE training, both stages. Variables (override from the environment):
 #   DATA_ROOT   folder of videos and/or images        (default datasets/demo)
+#   DATA_ROOT2  stage-2 data                          (default DATA_ROOT)
 #   OUTPUT_DIR  where checkpoints and the VAE go       (default outputs/vae)
 #   CONFIG      stage-1 YAML                           (default config/vae/tiny_stage1.yaml)
 #   CONFIG2     stage-2 YAML                           (default config/vae/tiny_stage2.yaml)
 # Extra arguments are key=value overrides for both stages, e.g. max_steps=100.
 set -eu
 DATA_ROOT=${DATA_ROOT:-datasets/demo}
+DATA_ROOT2=${DATA_ROOT2:-$DATA_ROOT}
 OUTPUT_DIR=${OUTPUT_DIR:-outputs/vae}
 CONFIG=${CONFIG:-config/vae/tiny_stage1.yaml}
 CONFIG2=${CONFIG2:-config/vae/tiny_stage2.yaml}
@@ -14,5 +16,5 @@ LAUNCH=${LAUNCH:-accelerate launch}
 
 $LAUNCH scripts/train_vae.py --config "$CONFIG" data.root="$DATA_ROOT" output_dir="$OUTPUT_DIR/stage1" \
     resume_from_checkpoint=latest "$@"
-$LAUNCH scripts/train_vae.py --config "$CONFIG2" data.root="$DATA_ROOT" output_dir="$OUTPUT_DIR/stage2" \
+$LAUNCH scripts/train_vae.py --config "$CONFIG2" data.root="$DATA_ROOT2" output_dir="$OUTPUT_DIR/stage2" \
     model="$OUTPUT_DIR/stage1/vae" resume_from_checkpoint=latest "$@"

@@ -24,15 +24,9 @@ def test_help(script, flag):
     assert res.returncode == 0 and flag in res.stdout
 
 
-def test_missing_demo_model_fails_honestly():
-    res = run(
-        "predict_t2v.py",
-        "--prompt",
-        "a red circle",
-        "--model",
-        "models/Diffusion_Transformer/EasyAnimate-demo",
-    )
-    assert res.returncode == 2 and "no demo model yet" in res.stderr and "Traceback" not in res.stderr
+def test_missing_model_fails_honestly(tmp_path):
+    res = run("predict_t2v.py", "--prompt", "a red circle", "--model", str(tmp_path))
+    assert res.returncode == 2 and "no model_index.json" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_app_refuses_a_malformed_auth_flag():

@@ -54,8 +54,8 @@ def load_pipeline(args: argparse.Namespace):
     if not os.path.isfile(os.path.join(args.model, "model_index.json")):
         if os.path.normpath(args.model) == os.path.normpath(DEMO_MODEL):
             raise FileNotFoundError(
-                f"no demo model yet: {DEMO_MODEL} does not exist (it lands with the demo-model issue #9); "
-                "pass --model with a pipeline folder"
+                f"the demo model is missing: {DEMO_MODEL} has no model_index.json; restore it with "
+                "`git checkout models/` or rebuild it with `bash scripts/train_demo.sh`, or pass --model"
             )
         raise FileNotFoundError(f"{args.model} is not a pipeline folder (no model_index.json)")
     cuda = torch.cuda.is_available()
