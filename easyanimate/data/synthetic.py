@@ -104,9 +104,7 @@ def render(scene: Scene, size: int, frames: int, rng: np.random.Generator) -> np
     return out
 
 
-def render_crowd(
-    scenes: list[Scene], size: int, frames: int, rng: np.random.Generator
-) -> np.ndarray:
+def render_crowd(scenes: list[Scene], size: int, frames: int, rng: np.random.Generator) -> np.ndarray:
     """Several shapes of random sizes on the first scene's background, each on its own straight track.
 
     Dense data for the VAE: a lone shape covers ~6% of a frame, so most of a plain reconstruction loss is
