@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train the embedded demo model end to end with our normal scripts and configs (config/demo/), then evaluate
-# it and export fp16 weights under models/. About 35 minutes on 2 CPU cores; re-running resumes each stage.
+# it and export fp16 weights under models/. About an hour on 2 CPU cores; re-running resumes each stage.
 #
 #   bash scripts/train_demo.sh            # everything
 #   EXPORT=0 bash scripts/train_demo.sh   # train and evaluate, leave models/ alone
@@ -52,13 +52,21 @@ stage vae env DATA_ROOT="$VAE_DATA" DATA_ROOT2="$DATA" OUTPUT_DIR="$OUT/vae" CON
 stage base $PY scripts/make_base_pipeline.py --vae "$OUT/vae/stage2/vae" --captions "$DATA/metadata.json" \
     --scale-from "$DATA" --output "$OUT/base"
 
-# 4. text-to-image, 5. text-to-video (whole DiT with motion modules), 6. image-to-video InP, 7. LoRA
+# 4. text-to-image, 5. text-to-video (whole DiT with motion modules), 6. image-to-video InP, 7. LoRA.
+#    t2i and t2v read VAE latents + text features precomputed once (scripts/precompute.py): the clips are
+#    already 64 px and 17 frames, so the cache's centre crops are the clips themselves.
+cache() {  # cache CONFIG PIPELINE DIR: precompute once
+    [ -f "$3/manifest.json" ] || $PY scripts/precompute.py --config "$1" pipeline="$2" data.root="$DATA" \
+        data.meta="$DATA/metadata.json" latent_cache="$3"
+}
 # shellcheck disable=SC2086
 common=(DATASET_NAME="$DATA" LAUNCH="$LAUNCH")
+stage cache_t2i cache config/demo/t2i.yaml "$OUT/base" "$OUT/cache/t2i"
 stage t2i env "${common[@]}" MODEL_NAME="$OUT/base" OUTPUT_DIR="$OUT/t2i" CONFIG=config/demo/t2i.yaml \
-    sh scripts/train_t2i.sh $ARGS
+    sh scripts/train_t2i.sh latent_cache="$OUT/cache/t2i" $ARGS
+stage cache_t2v cache config/demo/t2v.yaml "$OUT/t2i/pipeline" "$OUT/cache/t2v"
 stage t2v env "${common[@]}" MODEL_NAME="$OUT/t2i/pipeline" OUTPUT_DIR="$OUT/t2v" CONFIG=config/demo/t2v.yaml \
-    sh scripts/train_t2v.sh $ARGS
+    sh scripts/train_t2v.sh latent_cache="$OUT/cache/t2v" $ARGS
 stage inpaint env "${common[@]}" MODEL_NAME="$OUT/t2v/pipeline" OUTPUT_DIR="$OUT/inpaint" \
     CONFIG=config/demo/inpaint.yaml sh scripts/train_inpaint.sh $ARGS
 stage lora env DATASET_NAME="$STYLE_DATA" LAUNCH="$LAUNCH" MODEL_NAME="$OUT/t2v/pipeline" \
@@ -72,11 +80,14 @@ stage eval $PY -m easyanimate.eval demo --model "$OUT/t2v/pipeline" --inpaint-mo
 
 # 9. export fp16 weights where the CLIs and the web UI look for them
 if [ "$EXPORT" = 1 ]; then
+    card=models/Diffusion_Transformer/EasyAnimate-demo/README.md  # the export rewrites the folder: keep the card
+    [ ! -f "$card" ] || cp "$card" "$OUT/model_card.md"
     $PY scripts/convert_fp16.py "$OUT/t2v/pipeline" models/Diffusion_Transformer/EasyAnimate-demo
     $PY scripts/convert_fp16.py "$OUT/inpaint/pipeline" models/Diffusion_Transformer/EasyAnimate-demo-InP
     $PY scripts/convert_fp16.py "$OUT/t2v/motion_module" models/Motion_Module/EasyAnimate-demo-motion
     $PY scripts/convert_fp16.py "$OUT/lora/lora.safetensors" models/Personalized_Model/demo-outline-lora.safetensors
     cp "$OUT/eval/results.json" models/Diffusion_Transformer/EasyAnimate-demo/eval_results.json
+    [ ! -f "$OUT/model_card.md" ] || cp "$OUT/model_card.md" "$card"
 fi
 echo "stage times (s):"
 cat "$TIMES"

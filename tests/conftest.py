@@ -52,7 +52,7 @@ def pixart_dir(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def text_encoder_dir(tmp_path_factory) -> str:
-    """PixArt layout: text_encoder/ (tiny T5) + tokenizer/ (sentencepiece trained on captions)."""
+    """PixArt layout: text_encoder/ (tiny T5) + tokenizer/ (word-level, from the captions)."""
     path = str(tmp_path_factory.mktemp("t5"))
     tokenizer = build_caption_tokenizer(CAPTIONS, vocab_size=128)
     tokenizer.save_pretrained(os.path.join(path, "tokenizer"))

@@ -7,7 +7,7 @@ import torch
 from conftest import CAPTIONS
 from transformers import AutoTokenizer, BertConfig, BertModel, BertTokenizer, T5EncoderModel
 
-from easyanimate.models.text_encoder import DEFAULT_MAX_LENGTH, load_text_encoder
+from easyanimate.models.text_encoder import DEFAULT_MAX_LENGTH, build_caption_tokenizer, load_text_encoder
 
 
 def test_t5_pixart_layout_loads_and_matches_direct_use(text_encoder_dir):
@@ -34,6 +34,24 @@ def test_tokenizer_keeps_words_apart(text_encoder_dir):
     ids_blue = encoder.tokenizer("a blue circle").input_ids
     unk = encoder.tokenizer.unk_token_id
     assert ids_red != ids_blue and unk not in ids_red + ids_blue
+
+
+def test_caption_tokenizer_is_word_level_and_reloads(tmp_path):
+    # one piece per caption word (a letter-level split made colours hard to read through a frozen random
+    # encoder); unseen words still tokenize, letter by letter, without <unk>
+    tok = build_caption_tokenizer(["a red circle on a gray background", "a blue square moving left"] * 3)
+    assert tok.tokenize("a red circle moving left") == [
+        "\u2581a",
+        "\u2581red",
+        "\u2581circle",
+        "\u2581moving",
+        "\u2581left",
+    ]
+    unseen = tok("a pink hexagon").input_ids
+    assert tok.unk_token_id not in unseen and len(unseen) > 4
+    tok.save_pretrained(str(tmp_path))
+    again = AutoTokenizer.from_pretrained(str(tmp_path))
+    assert again("a blue square").input_ids == tok("a blue square").input_ids
 
 
 def test_bert_like_encoder_works(tmp_path):

@@ -2,13 +2,15 @@
 
 PixArt uses T5-XXL (`T5EncoderModel`, 120 tokens); any transformers encoder whose output has
 `last_hidden_state` works (T5, CLIP text, BERT-like). Also builds a tiny caption tokenizer offline
-(sentencepiece trained on captions) for tests and the CPU demo model.
+(a word-level vocabulary from the captions) for tests and the CPU demo model.
 """
 
 from __future__ import annotations
 
-import io
+import math
 import os
+import string
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -93,29 +95,25 @@ def load_text_encoder(
 
 
 def build_caption_tokenizer(captions: Iterable[str], vocab_size: int = 256):
-    """Train a sentencepiece unigram vocabulary on captions and wrap it as a T5 tokenizer (offline).
+    """A word-level T5 (unigram) tokenizer built offline from captions, for the tiny test and demo encoders.
 
-    Ids follow T5: pad 0, eos 1, unk 2. Used for the tiny test and demo text encoders.
+    Every caption word (the `vocab_size` most frequent) is one piece scored by its log frequency; single
+    characters follow with far lower scores, so unseen words still tokenize (letter by letter) and whole
+    words always win. A sentencepiece model trained on a few hundred short captions splits even "red" into
+    letters, and a frozen random encoder then barely tells the colours apart. Ids follow T5: pad 0, eos 1,
+    unk 2.
     """
-    import sentencepiece as spm
     from transformers import T5Tokenizer
 
-    buffer = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(list(captions)),
-        model_writer=buffer,
-        vocab_size=vocab_size,
-        model_type="unigram",
-        pad_id=0,
-        eos_id=1,
-        unk_id=2,
-        bos_id=-1,
-        hard_vocab_limit=False,  # small corpora have fewer pieces than asked
-        minloglevel=2,
-    )
-    proc = spm.SentencePieceProcessor(model_proto=buffer.getvalue())
-    vocab = [(proc.id_to_piece(i), proc.get_score(i)) for i in range(proc.get_piece_size())]
-    return T5Tokenizer(vocab=vocab, extra_ids=0)
+    words = Counter(w for c in captions for w in c.lower().split())
+    if not words:
+        raise ValueError("no caption words to build a tokenizer from")
+    total = sum(words.values())
+    specials = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces = [("\u2581" + w, math.log(n / total)) for w, n in words.most_common(vocab_size)]
+    chars = sorted({ch for w in words for ch in w} | set(string.ascii_lowercase + string.digits))
+    fallback = [("\u2581", -50.0)] + [(ch, -60.0) for ch in chars if ch != "\u2581"]
+    return T5Tokenizer(vocab=specials + pieces + fallback, extra_ids=0)
 
 
 def build_tiny_t5_encoder(
