@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -48,6 +50,14 @@ def pixart_dir(tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp("pixart"))
     make_pixart().save_pretrained(path)
     return path
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_python(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run a repository script or module (`run_python("scripts/x.py", ...)`) from the repository root."""
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import torch
-from conftest import make_pipeline
+from conftest import make_pipeline, run_python
 from safetensors.torch import load_file
 
 from easyanimate.data.video_io import read_frames
@@ -42,13 +40,16 @@ def test_demo_weights_are_fp16_and_small():
 
 def test_predict_t2v_with_the_demo_model(tmp_path):
     """What `make demo` runs (fewer steps): an mp4 of 64x64 frames and its settings."""
-    res = subprocess.run(
-        [sys.executable, "predict_t2v.py", "--prompt", "a blue square moving up on a white background"]
-        + ["--steps", "4", "--num-frames", "9", "--output-dir", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    res = run_python(
+        "predict_t2v.py",
+        "--prompt",
+        "a blue square moving up on a white background",
+        "--steps",
+        "4",
+        "--num-frames",
+        "9",
+        "--output-dir",
+        str(tmp_path),
     )
     assert res.returncode == 0, res.stderr
     frames = read_frames(str(tmp_path / "0000.mp4"))
@@ -83,9 +84,7 @@ def test_demo_inp_lora_and_motion_module_load():
 def test_convert_fp16_keeps_outputs(tmp_path):
     src = make_pipeline(tmp_path / "src")
     dst = tmp_path / "half"
-    res = subprocess.run(
-        [sys.executable, "scripts/convert_fp16.py", src, str(dst)], cwd=ROOT, capture_output=True, text=True
-    )
+    res = run_python("scripts/convert_fp16.py", src, str(dst))
     assert res.returncode == 0, res.stderr
     assert sum(map(os.path.getsize, _weights(str(dst)))) < 0.6 * sum(map(os.path.getsize, _weights(src)))
 
@@ -110,14 +109,18 @@ def test_make_base_pipeline(tmp_path, shapes_dir):
 
     torch.manual_seed(0)
     build_vae("tiny").save_pretrained(str(tmp_path / "vae"))
-    res = subprocess.run(
-        [sys.executable, "scripts/make_base_pipeline.py", "--vae", str(tmp_path / "vae"), "--output"]
-        + [str(tmp_path / "base"), "--captions", os.path.join(shapes_dir, "metadata.json")]
-        + ["--scale-from", shapes_dir, "--d-model", "32"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    res = run_python(
+        "scripts/make_base_pipeline.py",
+        "--vae",
+        str(tmp_path / "vae"),
+        "--output",
+        str(tmp_path / "base"),
+        "--captions",
+        os.path.join(shapes_dir, "metadata.json"),
+        "--scale-from",
+        shapes_dir,
+        "--d-model",
+        "32",
     )
     assert res.returncode == 0, res.stderr
     text = load_text_encoder(str(tmp_path / "base"))
