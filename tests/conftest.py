@@ -55,9 +55,19 @@ def pixart_dir(tmp_path_factory) -> str:
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_python(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run a repository script or module (`run_python("scripts/x.py", ...)`) from the repository root."""
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+def run_command(
+    args: list[str], timeout: int = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run a command from the repository root, capturing its output as text."""
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def run_python(
+    *args: str, timeout: int = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run a repository script or module (`run_python("scripts/x.py", ...)`, `run_python("-m", ...)`) with
+    this interpreter from the repository root."""
+    return run_command([sys.executable, *args], timeout=timeout, env=env)
 
 
 @pytest.fixture(scope="session")

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import make_pipeline
+from conftest import make_pipeline, run_python
 from diffusers import (
     DDIMScheduler,
     DPMSolverMultistepScheduler,
@@ -316,14 +314,12 @@ def test_memory_modes_and_estimator(pipe):
     )
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
-
-
 def test_cli_text_to_video_end_to_end(tmp_path, t2v_dir):
     out = tmp_path / "out"
     common = ["--model", t2v_dir, "--height", "32", "--width", "32", "--steps", "2", "--output-dir", str(out)]
-    res = run_cli("predict_t2v.py", "--prompt", PROMPT, "--num-frames", "9", "--seed", "7", "--gif", *common)
+    res = run_python(
+        "predict_t2v.py", "--prompt", PROMPT, "--num-frames", "9", "--seed", "7", "--gif", *common
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     frames = read_frames(str(out / "0000.mp4"))
     assert frames.shape == (9, 32, 32, 3)
@@ -331,14 +327,14 @@ def test_cli_text_to_video_end_to_end(tmp_path, t2v_dir):
     assert settings["prompt"] == PROMPT and settings["seed"] == 7 and settings["num_frames"] == 9
     assert os.path.isfile(out / "0000.gif")
     # bad input: one clear line, no stack trace
-    res = run_cli("predict_t2v.py", "--prompt", PROMPT, "--num-frames", "8", *common)
+    res = run_python("predict_t2v.py", "--prompt", PROMPT, "--num-frames", "8", *common)
     assert res.returncode == 2 and "1 + 4k" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_cli_image_to_video_end_to_end(tmp_path, inp_dir):
     Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(tmp_path / "start.png")
     out = tmp_path / "out"
-    res = run_cli(
+    res = run_python(
         "predict_i2v.py",
         "--model",
         inp_dir,
@@ -359,5 +355,7 @@ def test_cli_image_to_video_end_to_end(tmp_path, inp_dir):
     )
     assert res.returncode == 0, res.stderr[-2000:]
     assert read_frames(str(out / "0000.mp4")).shape == (5, 32, 32, 3)
-    res = run_cli("predict_i2v.py", "--model", inp_dir, "--prompt", PROMPT, "--start-image", "/missing.png")
+    res = run_python(
+        "predict_i2v.py", "--model", inp_dir, "--prompt", PROMPT, "--start-image", "/missing.png"
+    )
     assert res.returncode == 2 and "image not found" in res.stderr

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import make_pipeline
+from conftest import make_pipeline, run_command, run_python
 
 from easyanimate.data.datasets import VideoDataset
 from easyanimate.data.formats import load_records
@@ -149,9 +149,7 @@ def test_lora_training_keeps_base_and_loads_in_the_cli(tmp_path, base_pipeline, 
     common = ["predict_t2v.py", "--model", base_pipeline, "--prompt", "a red circle", "--num-frames", "5"]
     common += ["--height", "32", "--width", "32", "--steps", "2", "--output-dir", str(out)]
     for extra in ([], ["--lora", lora, "--lora-weight", "1.0"]):
-        res = subprocess.run(
-            [sys.executable, *common, *extra], cwd=ROOT, capture_output=True, text=True, timeout=300
-        )
+        res = run_python(*common, *extra)
         assert res.returncode == 0, res.stderr[-2000:]
     from easyanimate.data.video_io import read_frames
 
@@ -217,15 +215,11 @@ def test_accumulation_ema_and_validation_outputs(tmp_path, base_pipeline, shapes
     assert "custom_checkpoint_0.pkl" in ckpt  # the EMA weights travel with the checkpoint
 
 
-def run_script(args, env=None):
-    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
-
-
 def test_two_processes_see_different_samples(tmp_path, base_pipeline, shapes_dir):
     # 8 videos, batches of 2, 2 ranks: one epoch is 2 steps per rank; within an epoch shares are disjoint
     args = overrides(tmp_path, base_pipeline, shapes_dir, mode="t2v", max_steps=2, log_sample_indices="true")
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "scripts/train.py"]
-    res = run_script([*launch, *args], env={**os.environ, "ACCELERATE_USE_CPU": "true"})
+    res = run_command([*launch, *args], timeout=600, env={**os.environ, "ACCELERATE_USE_CPU": "true"})
     assert res.returncode == 0, res.stderr[-3000:]
     assert "MULTI_CPU" in res.stderr
     seen = []
@@ -265,7 +259,7 @@ def test_bad_config_and_nan_loss(tmp_path, base_pipeline, shapes_dir):
         load_config(TrainConfig, None, ["data.bach_size=2"])
     with pytest.raises(ConfigError, match="mode must be one of"):
         load_config(TrainConfig, None, ["mode=t3v"])
-    res = run_script([sys.executable, "scripts/train.py", "lora.rnk=4"])
+    res = run_python("scripts/train.py", "lora.rnk=4")
     assert res.returncode == 2 and "lora.rnk" in res.stderr
     cfg = config(
         tmp_path, base_pipeline, shapes_dir, mode="t2i", learning_rate=1e12, max_grad_norm=1e30, max_steps=10
@@ -301,7 +295,7 @@ def test_train_t2v_sh_as_the_readme_shows(tmp_path, base_pipeline, shapes_dir):
         "validation_steps=2",
     ]
     args += ["validation_num_frames=5", "validation_inference_steps=2", "validation_size=32"]
-    res = run_script(["sh", "scripts/train_t2v.sh", *args], env=env)
+    res = run_command(["sh", "scripts/train_t2v.sh", *args], timeout=600, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     assert os.path.isfile(tmp_path / "t2v" / "motion_module" / "motion_modules.safetensors")
     assert os.path.isfile(tmp_path / "t2v" / "pipeline" / "model_index.json")
@@ -315,7 +309,7 @@ def test_latent_cache_trains_like_pixels(tmp_path, base_pipeline, shapes_dir):
     args = overrides(
         tmp_path / "cached", base_pipeline, shapes_dir, latent_cache=tmp_path / "cache", **common
     )
-    res = run_script([sys.executable, "scripts/precompute.py", *args])
+    res = run_python("scripts/precompute.py", *args, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "cached 12 of 12 records" in res.stdout  # stage 3: 8 videos + 4 images
     cached = train(load_config(TrainConfig, None, args))
@@ -338,3 +332,31 @@ def test_latent_cache_trains_like_pixels(tmp_path, base_pipeline, shapes_dir):
                 **{**common, "data.num_frames": 5},
             )
         )
+
+
+def _text_state(pipeline_dir):
+    return load_text_encoder(pipeline_dir).model.state_dict()
+
+
+def test_text_encoder_trains_from_the_cache_as_from_pixels(tmp_path, base_pipeline, shapes_dir):
+    """train_text_encoder: the exported pipeline carries the trained encoder; cached runs feed it the same
+    captions (dropout included) as pixel runs, so both reach the same weights."""
+    common = dict(
+        mode="t2i",
+        max_steps=3,
+        train_text_encoder="true",
+        **{"data.random_crop": "false", "data.caption_dropout": 0.3},
+    )
+    args = overrides(
+        tmp_path / "cached", base_pipeline, shapes_dir, latent_cache=tmp_path / "cache", **common
+    )
+    assert run_python("scripts/precompute.py", *args, timeout=600).returncode == 0
+    cached = train(load_config(TrainConfig, None, args))
+    pixels = train(config(tmp_path / "pixels", base_pipeline, shapes_dir, **common))
+    a, b = (_text_state(r["outputs"]["pipeline"]) for r in (cached, pixels))
+    base = _text_state(base_pipeline)
+    update = torch.cat([(a[k] - base[k]).flatten() for k in a])
+    diff = torch.cat([(a[k] - b[k]).flatten() for k in a])
+    assert update.norm() > 0.01 and diff.norm() / update.norm() < 1e-2
+    with pytest.raises(ValueError, match="train_text_encoder applies to t2i and t2v"):
+        config(tmp_path / "lora", base_pipeline, shapes_dir, mode="lora", train_text_encoder="true")

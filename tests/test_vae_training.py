@@ -12,7 +12,7 @@ from easyanimate.data.video_io import read_frames
 from easyanimate.models.slice_vae import SliceVAE
 from easyanimate.training.config import ConfigError, load_config
 from easyanimate.training.vae.config import VAETrainConfig
-from easyanimate.training.vae.trainer import encoder_digest, train_vae
+from easyanimate.training.vae.trainer import encoder_digest, load_vae, train_vae
 
 
 def config(tmp_path, root, **overrides) -> VAETrainConfig:
@@ -134,6 +134,16 @@ def test_bad_config_names_the_key(tmp_path):
     yaml_path.write_text("stage: 1\nlearning_rat: 0.1\n")
     with pytest.raises(ConfigError, match=r"bad.yaml.*learning_rat"):
         load_config(VAETrainConfig, str(yaml_path))
+
+
+def test_model_options_override_the_preset(tmp_path):
+    cfg = load_config(VAETrainConfig, None, ["model_options.latent_channels=8"])
+    vae = load_vae(cfg.model, cfg.model_options)
+    assert vae.config.latent_channels == 8
+    assert vae.encode(torch.zeros(1, 3, 5, 16, 16)).latent_dist.mode().shape == (1, 8, 2, 2, 2)
+    vae.save_pretrained(str(tmp_path / "vae"))
+    with pytest.raises(ValueError, match="preset only"):  # a trained folder's shape is fixed
+        load_vae(str(tmp_path / "vae"), {"latent_channels": 4})
 
 
 def test_train_vae_sh_runs_both_stages(tmp_path, shapes_dir):

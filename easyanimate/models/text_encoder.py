@@ -55,8 +55,8 @@ class TextEncoder(nn.Module):
             else self.model.config.d_model
         )
 
-    @torch.no_grad()
-    def forward(self, prompts: str | Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def tokenize(self, prompts: str | Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and attention mask `(B, max_length)` on the encoder's device."""
         if isinstance(prompts, str):
             prompts = [prompts]
         tokens = self.tokenizer(
@@ -67,10 +67,12 @@ class TextEncoder(nn.Module):
             return_tensors="pt",
         )
         device = next(self.model.parameters()).device
-        ids = tokens.input_ids.to(device)
-        mask = tokens.attention_mask.to(device)
-        features = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
-        return features, mask
+        return tokens.input_ids.to(device), tokens.attention_mask.to(device)
+
+    @torch.no_grad()
+    def forward(self, prompts: str | Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, mask = self.tokenize(prompts)
+        return self.model(input_ids=ids, attention_mask=mask).last_hidden_state, mask
 
     encode = forward
 

@@ -81,9 +81,11 @@ def precompute(
 
 
 class CachedLatents(Dataset):
-    """Reads the cache; caption dropout swaps in the empty caption's features."""
+    """Reads the cache; caption dropout swaps in the empty caption's features. With `captions` (one per
+    record) items also carry the caption text, for runs that encode text themselves (a text encoder that
+    trains)."""
 
-    def __init__(self, cache_dir: str, cfg, data_kind: str):
+    def __init__(self, cache_dir: str, cfg, data_kind: str, captions: list[str] | None = None):
         path = os.path.join(cache_dir, MANIFEST)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no latent cache at {cache_dir} (run scripts/precompute.py first)")
@@ -95,6 +97,7 @@ class CachedLatents(Dataset):
             raise ValueError(f"latent cache {cache_dir} was made with other settings (cache, run): {diff}")
         self.dir, self.seed, self.epoch, self.dropout = cache_dir, cfg.seed, 0, cfg.data.caption_dropout
         self.empty = load_file(os.path.join(cache_dir, "empty.safetensors"))
+        self.captions = captions
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -109,11 +112,16 @@ class CachedLatents(Dataset):
                 f"record {spec.index} is not in the latent cache (unreadable when precomputed?)"
             )
         item = load_file(path)
-        if np.random.default_rng([self.seed, self.epoch, spec.index, 99]).random() < self.dropout:
+        drop = np.random.default_rng([self.seed, self.epoch, spec.index, 99]).random() < self.dropout
+        if drop:
             item["text"], item["text_mask"] = self.empty["text"], self.empty["text_mask"]
+        if self.captions is not None:
+            item["caption"] = "" if drop else self.captions[spec.index]
         return {**item, "index": spec.index}
 
 
 def collate_cached(samples: list[dict]) -> dict:
     out = {k: torch.stack([s[k] for s in samples]) for k in ("mean", "std", "text", "text_mask")}
+    if "caption" in samples[0]:
+        out["captions"] = [s["caption"] for s in samples]
     return {**out, "index": [s["index"] for s in samples], "skipped": []}

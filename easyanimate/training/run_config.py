@@ -57,7 +57,10 @@ class TrainConfig:
     snr_gamma: float | None = None  # min-SNR weighting, e.g. 5.0
     flow_shift: float = 1.0
     max_text_length: int = 120
-    cache_text_features: bool = True  # each caption encoded once per run
+    cache_text_features: bool = True  # each caption encoded once per run (not when the encoder trains)
+    train_text_encoder: bool = (
+        False  # t2i / t2v: train the text encoder with the DiT (a tiny one, as the demo's)
+    )
     latent_cache: str | None = None  # read VAE latents + text features made by scripts/precompute.py
     seed: int = 0
     max_steps: int = 1000
@@ -99,3 +102,5 @@ class TrainConfig:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+        if self.train_text_encoder and self.mode not in ("t2i", "t2v"):
+            raise ValueError(f"train_text_encoder applies to t2i and t2v, not mode {self.mode!r}")

@@ -134,6 +134,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         strategy.trainable = tuple(cfg.trainable_prefixes or ())
         strategy.frozen = tuple(cfg.frozen_prefixes or ())
     params = select_trainable(transformer, strategy, cfg.lora.rank, cfg.lora.alpha)
+    if cfg.train_text_encoder:  # trained with the DiT (eval mode: no dropout); saved in the exported pipeline
+        text_encoder.model.requires_grad_(True)
+        params += list(text_encoder.model.parameters())
     logger.info("training %d tensors (%.2fM parameters)", len(params), sum(p.numel() for p in params) / 1e6)
     objective = Objective(cfg.objective, cfg.zero_terminal_snr, cfg.snr_gamma, cfg.flow_shift)
     optimizer = make_optimizer(params, cfg)
@@ -142,6 +145,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     )
     transformer, optimizer, lr_scheduler = accelerator.prepare(transformer, optimizer, lr_scheduler)
     model = accelerator.unwrap_model(transformer)
+    # prepared: its weights go into checkpoints and its gradients are synchronised; validation and export use
+    # text_encoder (the same weights, unwrapped)
+    trained_text_encoder = accelerator.prepare(text_encoder.model) if cfg.train_text_encoder else None
     ema = None
     if cfg.ema_decay is not None:
         ema = EMAModel(params, decay=cfg.ema_decay)
@@ -153,7 +159,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.latent_cache:
         if cfg.mode == "inpaint":
             raise ValueError("inpaint training masks pixels: it cannot read a latent cache")
-        dataset, collate_fn = CachedLatents(cfg.latent_cache, cfg, strategy.data), collate_cached
+        captions = [r.text for r in records] if cfg.train_text_encoder else None
+        dataset = CachedLatents(cfg.latent_cache, cfg, strategy.data, captions)
+        collate_fn = collate_cached
     else:
         dataset = VideoDataset(
             records,
@@ -195,6 +203,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def encode_text(captions: list[str]):
+        if trained_text_encoder is not None:
+            ids, mask = text_encoder.tokenize(captions)
+            return trained_text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state, mask
         if not cfg.cache_text_features:
             return text_encoder(captions)
         missing = [c for c in dict.fromkeys(captions) if c not in text_cache]
@@ -223,11 +234,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 latents = (
                     mean + std * randn_tensor(mean.shape, generator=gen, device=device)
                 ) * vae.config.scaling_factor
-                text, text_mask = batch["text"].to(device), batch["text_mask"].to(device)
+                if cfg.train_text_encoder:
+                    text, text_mask = encode_text(batch["captions"])
+                else:
+                    text, text_mask = batch["text"].to(device), batch["text_mask"].to(device)
             else:
                 pixels = batch["pixels"].to(device)
                 with torch.no_grad():
                     latents = vae.encode(pixels).latent_dist.sample(generator=gen) * vae.config.scaling_factor
+                with torch.set_grad_enabled(cfg.train_text_encoder):
                     text, text_mask = encode_text(batch["text"])
             noise = torch.randn(latents.shape, generator=gen, device=device)
             noised = objective.noise(latents, noise, gen)

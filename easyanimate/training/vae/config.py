@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -33,6 +34,7 @@ class VAETrainConfig:
     output_dir: str = "outputs/vae"
     stage: int = 1  # 1: encoder + decoder; 2: decoder only (encoder frozen and verified)
     model: str = "tiny"  # a VAE preset name, or a SliceVAE / AutoencoderKLMagvit folder
+    model_options: dict[str, Any] = field(default_factory=dict)  # preset overrides, e.g. latent_channels: 8
     seed: int = 0
     max_steps: int = 1000
     learning_rate: float = 1e-4

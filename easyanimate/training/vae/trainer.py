@@ -36,10 +36,13 @@ from .losses import VGGFeatureLoss, generator_adv_loss, hinge_d_loss, kl_loss
 logger = logging.getLogger(__name__)
 
 
-def load_vae(model: str) -> SliceVAE:
-    """A preset name (fresh weights) or a folder (SliceVAE / AutoencoderKLMagvit, or a pipeline with vae/)."""
+def load_vae(model: str, options: dict[str, Any] | None = None) -> SliceVAE:
+    """A preset name (fresh weights, `options` overriding the preset) or a folder (SliceVAE /
+    AutoencoderKLMagvit, or a pipeline with vae/)."""
     if model in VAE_PRESETS:
-        return build_vae(model)
+        return build_vae(model, **(options or {}))
+    if options:
+        raise ValueError(f"model_options apply to a preset only; {model!r} is a folder")
     folder = os.path.join(model, "vae") if os.path.isdir(os.path.join(model, "vae")) else model
     if not os.path.isfile(os.path.join(folder, "config.json")):
         raise FileNotFoundError(
@@ -113,7 +116,7 @@ def train_vae(cfg: VAETrainConfig) -> dict[str, Any]:
     set_seed(cfg.seed)
 
     # model and what trains
-    vae = load_vae(cfg.model)
+    vae = load_vae(cfg.model, cfg.model_options)
     vae.set_slicing(encode_frames=cfg.encode_slice_frames, decode_latents=cfg.decode_slice_latents)
     if cfg.gradient_checkpointing:
         vae.enable_gradient_checkpointing()
