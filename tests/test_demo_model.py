@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import torch
-from conftest import make_pipeline, run_python
+from conftest import ROOT, make_pipeline, run_python
 from safetensors.torch import load_file
 
 from easyanimate.data.video_io import read_frames
@@ -16,7 +16,6 @@ from easyanimate.models.text_encoder import load_text_encoder
 from easyanimate.pipeline import EasyAnimatePipeline
 from easyanimate.pipeline.adapters import load_lora, load_motion_module, unload_loras
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join(ROOT, "models")
 DEMO = os.path.join(MODELS, "Diffusion_Transformer", "EasyAnimate-demo")
 DEMO_INP = os.path.join(MODELS, "Diffusion_Transformer", "EasyAnimate-demo-InP")

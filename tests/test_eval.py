@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_clip, make_tiny_clip_vision
+from conftest import make_tiny_clip, make_tiny_clip_vision, run_python
 
 from easyanimate.data.synthetic import generate
 from easyanimate.data.video_io import read_frames, write_video
@@ -19,8 +17,6 @@ from easyanimate.eval.clip_score import CLIPScorer
 from easyanimate.eval.consistency import temporal_consistency
 from easyanimate.eval.fvd import ImageFeatureEncoder, feature_stats, frechet_distance, fvd
 from easyanimate.eval.shapes import parse_prompt, read_video, score
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_shapes_analyzer_reads_ground_truth(tmp_path):
@@ -134,13 +130,9 @@ def test_eval_cli_on_folders(tmp_path):
 
     def evaluate(reference):
         out = tmp_path / "results.json"
-        res = subprocess.run(
-            [sys.executable, "-m", "easyanimate.eval", "videos", str(videos), "--reference", str(reference)]
-            + ["--encoder", encoder, "--clip", clip, "--shapes", "--output", str(out)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=300,
+        res = run_python(
+            *["-m", "easyanimate.eval", "videos", str(videos), "--reference", str(reference)],
+            *["--encoder", encoder, "--clip", clip, "--shapes", "--output", str(out)],
         )
         assert res.returncode == 0, res.stderr
         assert "shapes.color_accuracy" in res.stdout
@@ -157,11 +149,5 @@ def test_eval_cli_on_folders(tmp_path):
 
 
 def test_eval_cli_reports_a_missing_folder():
-    res = subprocess.run(
-        [sys.executable, "-m", "easyanimate.eval", "videos", "/nonexistent/folder"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    res = run_python("-m", "easyanimate.eval", "videos", "/nonexistent/folder")
     assert res.returncode == 2 and "not a folder" in res.stderr and "Traceback" not in res.stderr

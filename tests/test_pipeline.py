@@ -28,7 +28,6 @@ from easyanimate.pipeline.conditioning import latent_mask
 from easyanimate.pipeline.long_video import crossfade, generate_long_video, segment_count
 from easyanimate.pipeline.memory import apply_memory_mode, estimate_peak_memory, store_linear_weights_fp8
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMPT = "a red circle moving left on a gray background"
 
 

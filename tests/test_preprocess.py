@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import ROOT, run_command
 from raw_videos import make_raw_videos
 
 from easyanimate.data.datasets import VideoDataset
@@ -24,7 +25,6 @@ from easyanimate.preprocess.filters.quality import quality_filter
 from easyanimate.preprocess.split import detect_scenes, plan_clips
 from easyanimate.training.config import load_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESSERACT = shutil.which("tesseract") is not None
 TEST_SETTINGS = [
     "split.min_seconds=1.5",
@@ -201,7 +201,7 @@ def test_ctrl_c_midway_then_rerun_redoes_nothing_finished(tmp_path, raw):
     proc.wait(timeout=120)
     done_before = {p: p.stat().st_mtime_ns for p in (out / "state").rglob("*.json")}
     assert done_before and not (out / "summary.json").exists()
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    res = run_command(cmd)
     assert res.returncode == 0, res.stderr[-3000:]
     assert all(p.stat().st_mtime_ns == t for p, t in done_before.items())  # finished items were not redone
     summary = json.load(open(out / "summary.json"))

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import make_pipeline, run_command, run_python
+from conftest import ROOT, make_pipeline, run_command, run_python
 
 from easyanimate.data.datasets import VideoDataset
 from easyanimate.data.formats import load_records
@@ -25,8 +25,6 @@ from easyanimate.training.objectives import Objective
 from easyanimate.training.run_config import TrainConfig
 from easyanimate.training.strategies import inpaint_condition
 from easyanimate.training.trainer import train
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")

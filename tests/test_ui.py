@@ -10,12 +10,11 @@ import sys
 import time
 
 import pytest
-from conftest import make_pipeline
+from conftest import ROOT, make_pipeline
 
 from easyanimate.data.video_io import read_frames
 from easyanimate.ui.controller import Controller, UIError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = "/usr/bin/chromium"
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 
 import pytest
 import torch
+from conftest import run_command, run_python
 
 from easyanimate.data.video_io import read_frames
 from easyanimate.models.slice_vae import SliceVAE
@@ -148,10 +150,6 @@ def test_model_options_override_the_preset(tmp_path):
 
 def test_train_vae_sh_runs_both_stages(tmp_path, shapes_dir):
     """The shell entry point as the README shows it: sh scripts/train_vae.sh, through accelerate launch."""
-    import subprocess
-    import sys
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
     env.update(DATA_ROOT=shapes_dir, OUTPUT_DIR=str(tmp_path / "vae"))
@@ -162,14 +160,7 @@ def test_train_vae_sh_runs_both_stages(tmp_path, shapes_dir):
         "validation_steps=2",
         "checkpointing_steps=2",
     ]
-    res = subprocess.run(
-        ["sh", "scripts/train_vae.sh", *overrides],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    res = run_command(["sh", "scripts/train_vae.sh", *overrides], timeout=600, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     for stage in ("stage1", "stage2"):
         assert os.path.isfile(tmp_path / "vae" / stage / "vae" / "config.json")
@@ -233,22 +224,11 @@ def test_two_process_cpu_run(tmp_path, shapes_dir):
     `accelerate launch --cpu --num_processes 2` runs ONE process in accelerate 1.15 (it only spawns CPU
     workers through mpirun), so the processes come from torchrun, which accelerate picks up as MULTI_CPU.
     """
-    import subprocess
-    import sys
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    launch = ["-m", "torch.distributed.run", "--nproc_per_node", "2"]
     args = [f"data.root={shapes_dir}", f"output_dir={tmp_path}", "max_steps=2", "checkpointing_steps=2"]
     args += ["validation_steps=2", "data.size=32", "data.num_frames=9"]
     env = {**os.environ, "ACCELERATE_USE_CPU": "true"}
-    res = subprocess.run(
-        [*launch, "scripts/train_vae.py", *args],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    res = run_python(*launch, "scripts/train_vae.py", *args, timeout=600, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "MULTI_CPU" in res.stderr + res.stdout
     ckpt = tmp_path / "checkpoints" / "checkpoint-00000002"

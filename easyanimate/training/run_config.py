@@ -58,9 +58,7 @@ class TrainConfig:
     flow_shift: float = 1.0
     max_text_length: int = 120
     cache_text_features: bool = True  # each caption encoded once per run (not when the encoder trains)
-    train_text_encoder: bool = (
-        False  # t2i / t2v: train the text encoder with the DiT (a tiny one, as the demo's)
-    )
+    train_text_encoder: bool = False  # t2i / t2v: train the (small) text encoder with the DiT
     latent_cache: str | None = None  # read VAE latents + text features made by scripts/precompute.py
     seed: int = 0
     max_steps: int = 1000

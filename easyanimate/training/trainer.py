@@ -242,8 +242,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 pixels = batch["pixels"].to(device)
                 with torch.no_grad():
                     latents = vae.encode(pixels).latent_dist.sample(generator=gen) * vae.config.scaling_factor
-                with torch.set_grad_enabled(cfg.train_text_encoder):
-                    text, text_mask = encode_text(batch["text"])
+                text, text_mask = encode_text(batch["text"])  # the frozen encoder runs without grad
             noise = torch.randn(latents.shape, generator=gen, device=device)
             noised = objective.noise(latents, noise, gen)
             model_input = noised.model_input
