@@ -23,6 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resize-to-start-image", action="store_true", help="take height/width from the start image"
     )
+    p.add_argument(
+        "--regenerate-start-frame",
+        action="store_true",
+        help="let the model redraw frame 0 instead of re-imposing the start image's latent",
+    )
     p.add_argument("--video", default=None, help="input video for video-to-video")
     p.add_argument(
         "--strength", type=float, default=0.7, help="video-to-video: how much of the input to re-noise"
@@ -41,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         start_image=args.start_image,
         end_image=args.end_image,
         resize_to_start_image=args.resize_to_start_image,
+        keep_start_latent=not args.regenerate_start_frame,
         video=args.video,
         strength=args.strength if args.video else 1.0,
     )

@@ -21,10 +21,10 @@ from diffusers import (
 from PIL import Image
 
 from easyanimate.data.video_io import read_frames, write_video
-from easyanimate.models import build_transformer
+from easyanimate.models import build_transformer, build_vae
 from easyanimate.pipeline import SAMPLERS, EasyAnimatePipeline, get_scheduler
 from easyanimate.pipeline.adapters import load_lora, load_motion_module, unload_loras
-from easyanimate.pipeline.conditioning import latent_mask
+from easyanimate.pipeline.conditioning import inpaint_latents, latent_mask
 from easyanimate.pipeline.long_video import crossfade, generate_long_video, segment_count
 from easyanimate.pipeline.memory import apply_memory_mode, estimate_peak_memory, store_linear_weights_fp8
 
@@ -190,11 +190,37 @@ def test_image_to_video_conditioning(tmp_path, inp_dir):
         gen(pipe, start_image=str(tmp_path / "missing.png"))
 
 
+def test_start_latent_is_kept_unless_regeneration_is_asked(inp_dir):
+    pipe = EasyAnimatePipeline.from_pretrained(inp_dir)
+    pipe.set_progress_bar_config(disable=True)
+    start = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    image = torch.from_numpy(start.astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None, :, None]
+    with torch.no_grad():  # the VAE's own reconstruction of the start image (the causal VAE: frame 0 alone)
+        recon = pipe.vae.decode(pipe.vae.encode(image).latent_dist.mode()).sample[0, :, 0]
+    recon = ((recon.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
+    kept = gen(pipe, start_image=start, output_type="np")[0, 0]
+    redrawn = gen(pipe, start_image=start, output_type="np", keep_start_latent=False)[0, 0]
+    assert np.abs(kept - recon).max() < 1e-4
+    assert np.abs(redrawn - recon).max() > 1e-2
+
+
 def test_latent_mask_pools_the_causal_groups():
     mask = torch.ones(1, 1, 9, 16, 16)
     mask[:, :, 0] = 0
     mask[:, :, 5:7] = 0
     assert latent_mask(mask)[0, 0, :, 0, 0].tolist() == [0.0, 1.0, 0.5]
+
+
+@pytest.mark.parametrize("preset", ["tiny", "demo"])
+def test_inpaint_mask_matches_the_vae_latents(preset):
+    # the demo VAE compresses 4x / 2x, the others 8x / 4x: the mask must follow the VAE it goes with
+    vae = build_vae(preset).eval()
+    video = torch.rand(1, 3, 9, 32, 32) * 2 - 1
+    mask = torch.zeros(1, 1, 9, 32, 32)
+    mask[:, :, 1:] = 1  # keep the first frame
+    mask_latent, latents = inpaint_latents(vae, video, mask)
+    assert mask_latent.shape[2:] == latents.shape[2:]
+    assert mask_latent[0, 0, 0].max() == 0 and mask_latent[0, 0, 1:].min() == 1
 
 
 def test_video_to_video(tmp_path, pipe):

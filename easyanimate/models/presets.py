@@ -49,9 +49,10 @@ def easyanimate_tiny(**kw: Any) -> VideoTransformer3DModel:
 
 
 def easyanimate_demo(**kw: Any) -> VideoTransformer3DModel:
-    """The CPU demo model: 6 blocks, width 128, patch 1 on the 8x8 latents of 64 px videos (tiny T5 features)."""
+    """The CPU demo model: 6 blocks, width 128, patch 2 on the 16x16 latents of the demo VAE at 64 px (tiny T5
+    features)."""
     return _dit(
-        6, 4, 32, {"sample_size": 8, "patch_size": 1, "caption_channels": 64, "out_channels": 4, **kw}
+        6, 4, 32, {"sample_size": 16, "patch_size": 2, "caption_channels": 64, "out_channels": 4, **kw}
     )
 
 

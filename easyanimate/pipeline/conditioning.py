@@ -71,13 +71,19 @@ def conditioning_video(
 
 
 def latent_mask(mask: torch.Tensor, temporal: int = 4, spatial: int = 8) -> torch.Tensor:
-    """Pixel mask `(B, 1, 1 + 4k, H, W)` -> `(B, 1, 1 + k, H/8, W/8)`: the share of each latent's pixels to
-    generate (the first frame alone, then groups of 4 frames, as the causal VAE compresses them)."""
+    """Pixel mask `(B, 1, 1 + 4k, H, W)` -> `(B, 1, 1 + k, H/8, W/8)` (for the default ratios): the share of each
+    latent's pixels to generate (the first frame alone, then groups of `temporal` frames, as the causal VAE
+    compresses them)."""
     first = F.avg_pool3d(mask[:, :, :1], (1, spatial, spatial))
     if mask.shape[2] == 1:
         return first
     rest = F.avg_pool3d(mask[:, :, 1:], (temporal, spatial, spatial))
     return torch.cat([first, rest], dim=2)
+
+
+def vae_latent_mask(vae, mask: torch.Tensor) -> torch.Tensor:
+    """`latent_mask` at this VAE's compression ratios (the demo VAE compresses 4x / 2x, the others 8x / 4x)."""
+    return latent_mask(mask, vae.temporal_compression_ratio, vae.spatial_compression_ratio)
 
 
 @torch.no_grad()
@@ -86,4 +92,4 @@ def inpaint_latents(vae, video: torch.Tensor, mask: torch.Tensor) -> tuple[torch
     masked = video * (1 - mask)
     param = next(vae.parameters())
     latents = vae.encode(masked.to(param.device, param.dtype)).latent_dist.mode() * vae.config.scaling_factor
-    return latent_mask(mask).to(latents), latents
+    return vae_latent_mask(vae, mask).to(latents), latents

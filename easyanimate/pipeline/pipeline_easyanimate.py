@@ -157,6 +157,7 @@ class EasyAnimatePipeline(DiffusionPipeline):
         video=None,
         strength: float = 1.0,
         known_latents: torch.Tensor | None = None,
+        keep_start_latent: bool = True,
         max_sequence_length: int = 120,
         output_type: str = "np",
         callback_on_step_end: Callable[[int, torch.Tensor], None] | None = None,
@@ -166,7 +167,9 @@ class EasyAnimatePipeline(DiffusionPipeline):
 
         start_image / end_image / head_frames: keep these frames (inpaint models only). video + strength:
         video-to-video (any model). known_latents: clean latents for the first latent frames, re-imposed at
-        every step (continuation with a plain t2v model, used by long videos).
+        every step (continuation with a plain t2v model, used by long videos). keep_start_latent: when frame 0
+        is kept (start image, head frames), also re-impose its latent frame (the causal VAE encodes frame 0
+        alone), so frame 0 comes out as the VAE's reconstruction of it, not the model's regeneration.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         negatives = (
@@ -217,6 +220,8 @@ class EasyAnimatePipeline(DiffusionPipeline):
             mask_latent, masked = inpaint_latents(self.vae, cond_video, mask)
             condition = torch.cat([mask_latent, masked], dim=1).to(device)
             self.last_condition = condition  # inspected by tests and tools
+            if keep_start_latent and known_latents is None and not mask_latent[:, :, 0].any():
+                known_latents = masked[:, :, :1]  # frame 0 is wholly kept (start image or head frames)
 
         # latents
         s = self.vae.spatial_compression_ratio

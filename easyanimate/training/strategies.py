@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..data.masks import MaskConfig, sample_mask
-from ..pipeline.conditioning import latent_mask
+from ..pipeline.conditioning import vae_latent_mask
 
 MODES = ("t2i", "t2v", "lora", "motion_lora", "inpaint")
 SPATIAL_ATTENTION = r"transformer_blocks\.\d+\.attn[12]\.(to_q|to_k|to_v|to_out\.0)"
@@ -80,7 +80,7 @@ def inpaint_condition(vae, pixels: torch.Tensor, rng: np.random.Generator, masks
     pixel_masks = torch.stack([sample_mask(f, h, w, rng, masks)[0] for _ in range(b)]).to(pixels)
     masked = pixels * (1 - pixel_masks)
     latents = vae.encode(masked).latent_dist.mode() * vae.config.scaling_factor
-    return torch.cat([latent_mask(pixel_masks).to(latents), latents], dim=1)
+    return torch.cat([vae_latent_mask(vae, pixel_masks).to(latents), latents], dim=1)
 
 
 def save_lora(transformer, output_dir: str, name: str = "lora.safetensors") -> str:
