@@ -151,3 +151,45 @@ def test_eval_cli_on_folders(tmp_path):
 def test_eval_cli_reports_a_missing_folder():
     res = run_python("-m", "easyanimate.eval", "videos", "/nonexistent/folder")
     assert res.returncode == 2 and "not a folder" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_swap_word():
+    from easyanimate.eval.sensitivity import SWAPS, swap_word
+
+    caption = "A Red circle moving left on a gray background"
+    assert swap_word(caption, SWAPS["direction"]) == "A Red circle moving right on a gray background"
+    assert swap_word(caption, SWAPS["color"]) == "A green circle moving left on a gray background"
+    assert swap_word("a red circle standing still on a gray background", SWAPS["direction"]) is None
+
+
+@pytest.mark.parametrize(
+    "sampler,prediction_type", [("Flow", "flow"), ("DDIM", "epsilon"), ("DDIM", "v_prediction")]
+)
+def test_caption_sensitivity_is_zero_exactly_when_the_model_ignores_text(tmp_path, sampler, prediction_type):
+    from conftest import make_pipeline
+
+    from easyanimate.eval.sensitivity import caption_sensitivity
+    from easyanimate.pipeline import EasyAnimatePipeline
+
+    pipe = EasyAnimatePipeline.from_pretrained(
+        make_pipeline(tmp_path / "p", sampler=sampler, prediction_type=prediction_type)
+    )
+    with torch.no_grad():  # the random tiny DiT gives cross-attention some weight
+        for block in pipe.transformer.transformer_blocks:
+            block.attn2.to_out[0].weight.normal_(0, 0.5)
+    latents = [torch.randn(4, 3, 4, 4, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    captions = [
+        "a red circle moving left on a gray background",
+        "a blue square moving up on a black background",
+    ]
+    captions.append("a green triangle standing still on a white background")
+    reads = caption_sensitivity(pipe, latents, captions)
+    assert reads["direction"]["n"] == 2 and reads["color"]["n"] == 3  # "still" has no direction to swap
+    assert all(abs(r["relative_increase"]) > 1e-4 for r in reads.values())
+    with torch.no_grad():  # cut every cross-attention: the text can no longer reach the output
+        for block in pipe.transformer.transformer_blocks:
+            block.attn2.to_out[0].weight.zero_()
+            block.attn2.to_out[0].bias.zero_()
+    blind = caption_sensitivity(pipe, latents, captions)
+    assert all(r["relative_increase"] == 0.0 for r in blind.values())
+    assert blind["color"]["loss_true_caption"] > 0

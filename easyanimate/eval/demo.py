@@ -8,7 +8,9 @@ On prompts x seeds not used in training it measures what issue #9 asks of the de
   pipeline's default, and without: the model's own frame 0), and the analyzer's accuracy;
 - the LoRA: share of outlined shapes with it loaded, without it, and whether unloading restores the base
   outputs exactly;
-- the VAE: PSNR / SSIM of 17-frame reconstructions of new clips.
+- the VAE: PSNR / SSIM of 17-frame reconstructions of new clips, and the analyzer on them (the ceiling);
+- caption sensitivity: the model's loss on those clips with a colour / shape / direction word swapped,
+  relative to the true caption (0 = the word is not read at all).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ..data.synthetic import BACKGROUNDS, COLORS, DIRECTIONS, SHAPES, Scene, gen
 from ..data.video_io import read_frames
 from .folder import evaluate_folder
 from .metrics import psnr, ssim
+from .sensitivity import caption_sensitivity
 from .shapes import read_video, score
 
 
@@ -129,10 +132,12 @@ def evaluate_demo(
     records = generate(ref_dir, num_videos=num_i2v, num_images=0, size=64, frames=num_frames, seed=seed)
     clips = [read_frames(os.path.join(ref_dir, r["file_path"])) for r in records]
     with torch.no_grad():
-        ps, ss, first, readings = [], [], [], []
+        ps, ss, first, readings, latents = [], [], [], [], []
         for clip in clips:
             x = torch.from_numpy(np.array(clip, dtype=np.float32) / 127.5 - 1).permute(3, 0, 1, 2)[None]
-            rec = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+            z = pipe.vae.encode(x).latent_dist.mode()
+            latents.append(z[0] * pipe.vae.config.scaling_factor)
+            rec = pipe.vae.decode(z).sample.clamp(-1, 1)
             a, b = (x[0].transpose(0, 1) + 1) / 2, (rec[0].transpose(0, 1) + 1) / 2  # (F, C, H, W) in [0, 1]
             ps.append(psnr(a, b))
             ss.append(ssim(a, b))
@@ -147,6 +152,8 @@ def evaluate_demo(
         "reconstruction_shapes": score(readings, [r["text"] for r in records]),
         "clips": len(clips),
     }
+    # does the model read each caption word? (its loss on these clips with the word swapped)
+    results["t2v"]["caption_sensitivity"] = caption_sensitivity(pipe, latents, [r["text"] for r in records])
     results["reference_temporal_consistency"] = evaluate_folder(
         os.path.join(ref_dir, "videos"), progress=False
     )["temporal_consistency"]
