@@ -144,5 +144,5 @@ def test_demo_evaluation_runs_on_the_demo_model(tmp_path):
     assert results["t2v"]["n"] == 2 and len(os.listdir(tmp_path / "t2v")) == 4  # mp4 + json sidecars
     assert results["vae"]["psnr"] > 20 and results["i2v"]["first_frame_psnr"] > 20
     reads = results["t2v"]["caption_sensitivity"]
-    assert reads["color"]["relative_increase"] > 0.05, reads  # measured on 40 clips: about +0.3
+    assert reads["color"]["relative_increase"] > 0.05, reads  # measured on 30 clips: +0.77
     assert json.load(open(tmp_path / "results.json"))["t2v"]["caption_sensitivity"]["color"]["n"] == 3

@@ -131,6 +131,7 @@ def evaluate_demo(
     ref_dir = os.path.join(output, "reference")
     records = generate(ref_dir, num_videos=num_i2v, num_images=0, size=64, frames=num_frames, seed=seed)
     clips = [read_frames(os.path.join(ref_dir, r["file_path"])) for r in records]
+    texts = [r["text"] for r in records]
     with torch.no_grad():
         ps, ss, first, readings, latents = [], [], [], [], []
         for clip in clips:
@@ -149,11 +150,11 @@ def evaluate_demo(
         "psnr": float(np.mean(ps)),
         "ssim": float(np.mean(ss)),
         "first_frame_psnr": float(np.mean(first)),
-        "reconstruction_shapes": score(readings, [r["text"] for r in records]),
+        "reconstruction_shapes": score(readings, texts),
         "clips": len(clips),
     }
     # does the model read each caption word? (its loss on these clips with the word swapped)
-    results["t2v"]["caption_sensitivity"] = caption_sensitivity(pipe, latents, [r["text"] for r in records])
+    results["t2v"]["caption_sensitivity"] = caption_sensitivity(pipe, latents, texts)
     results["reference_temporal_consistency"] = evaluate_folder(
         os.path.join(ref_dir, "videos"), progress=False
     )["temporal_consistency"]
@@ -186,10 +187,8 @@ def evaluate_demo(
         ipipe = EasyAnimatePipeline.from_pretrained(inpaint_model, torch_dtype=torch.float32)
         ipipe.set_progress_bar_config(disable=True)
         i2v_dir = os.path.join(output, "i2v")
-        first_psnr, model_psnr = (
-            [],
-            [],
-        )  # the pipeline's default (start latent kept) / the model's own frame 0
+        # frame-0 PSNR with the pipeline's default (start latent kept) / of the model's own frame 0
+        first_psnr, model_psnr = [], []
         for i, (r, clip) in enumerate(zip(tqdm(records, desc="i2v"), clips)):
             given = torch.from_numpy(clip[0].astype(np.float32) / 255).permute(2, 0, 1)
             for keep, out in ((True, first_psnr), (False, model_psnr)):

@@ -75,8 +75,14 @@ def caption_sensitivity(
     channels = latents[0].shape[0]
     gen = torch.Generator().manual_seed(seed)
 
+    encoded: dict[
+        str, tuple[torch.Tensor, torch.Tensor]
+    ] = {}  # each caption once, whatever the field / level
+
     def loss(x_t, t, target, caption):
-        feats, mask = pipe.encode_prompt([caption], device=device)
+        if caption not in encoded:
+            encoded[caption] = pipe.encode_prompt([caption], device=device)
+        feats, mask = encoded[caption]
         pred = transformer(x_t, t.to(device), feats, encoder_attention_mask=mask).sample[:, :channels]
         return float((pred.float() - target.float()).pow(2).mean())
 
