@@ -82,6 +82,36 @@ def eval_loss(transformer, pipeline_dir, shapes_dir, cfg: TrainConfig, kind: str
     return total / draws
 
 
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "flow"])
+def test_noise_at_given_levels_is_the_training_noising(kind):
+    """`noise` draws levels and calls `noise_at`; at the drawn levels `noise_at` reproduces the batch exactly,
+    and a diffusion level lands on the timestep diffusers' scheduler noises to."""
+    from diffusers import DDPMScheduler
+
+    from easyanimate.pipeline.schedulers import DIFFUSION_DEFAULTS
+
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(3, 4, 2, 4, 4, generator=g), torch.randn(3, 4, 2, 4, 4, generator=g)
+    objective = Objective(kind, flow_shift=3.0 if kind == "flow" else 1.0)
+    drawn = objective.noise(x0, noise, torch.Generator().manual_seed(5))
+    levels = drawn.timesteps / (1000.0 if kind == "flow" else 999.0)
+    again = objective.noise_at(x0, noise, levels)
+    for a, b in [(drawn.model_input, again.model_input), (drawn.target, again.target)]:
+        assert torch.equal(a, b)
+    assert torch.equal(drawn.timesteps, again.timesteps)
+
+    fixed = objective.noise_at(x0, noise, 0.7)  # one level for the whole batch
+    if kind == "flow":
+        assert torch.allclose(fixed.model_input, 0.3 * x0 + 0.7 * noise) and torch.equal(
+            fixed.target, noise - x0
+        )
+    else:
+        t = torch.full((3,), round(0.7 * 999))
+        assert torch.equal(fixed.timesteps, t)
+        ref = DDPMScheduler(**DIFFUSION_DEFAULTS, prediction_type=kind)
+        assert torch.allclose(fixed.model_input, ref.add_noise(x0, noise, t))
+
+
 def _masks():
     from easyanimate.data.masks import MaskConfig
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..pipeline.schedulers import prediction_type_of
+from ..training.objectives import Objective
 
 # which word replaces which; directions swap with their opposite so the swapped caption is as wrong as can be
 SWAPS: dict[str, dict[str, str]] = {
@@ -40,19 +40,6 @@ def swap_word(caption: str, swaps: dict[str, str]) -> str | None:
     return None
 
 
-def _noised(pipe, x0: torch.Tensor, noise: torch.Tensor, level: float):
-    """(model input, timestep, target) at noise level `level` in (0, 1) for the pipeline's objective."""
-    kind = prediction_type_of(pipe.scheduler)
-    if kind == "flow":
-        return (1 - level) * x0 + level * noise, torch.tensor([level * 1000.0]), noise - x0
-    steps = pipe.scheduler.config.num_train_timesteps
-    t = min(int(round(level * (steps - 1))), steps - 1)
-    alpha_bar = pipe.scheduler.alphas_cumprod[t].to(x0.dtype)
-    a, s = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
-    target = noise if kind == "epsilon" else a * noise - s * x0
-    return a * x0 + s * noise, torch.tensor([float(t)]), target
-
-
 @torch.no_grad()
 def caption_sensitivity(
     pipe,
@@ -74,17 +61,19 @@ def caption_sensitivity(
     device, dtype = transformer.device, transformer.dtype
     channels = latents[0].shape[0]
     gen = torch.Generator().manual_seed(seed)
+    objective = Objective.for_scheduler(pipe.scheduler)  # noising as in training, at fixed levels
 
     encoded: dict[
         str, tuple[torch.Tensor, torch.Tensor]
     ] = {}  # each caption once, whatever the field / level
 
-    def loss(x_t, t, target, caption):
+    def loss(noised, caption):
         if caption not in encoded:
             encoded[caption] = pipe.encode_prompt([caption], device=device)
         feats, mask = encoded[caption]
-        pred = transformer(x_t, t.to(device), feats, encoder_attention_mask=mask).sample[:, :channels]
-        return float((pred.float() - target.float()).pow(2).mean())
+        x_t, t = noised.model_input, noised.timesteps
+        pred = transformer(x_t, t, feats, encoder_attention_mask=mask).sample[:, :channels]
+        return float((pred.float() - noised.target.float()).pow(2).mean())
 
     out: dict[str, dict[str, float]] = {}
     for field in fields:
@@ -96,9 +85,9 @@ def caption_sensitivity(
             x0 = x0[None].to(device, dtype)
             for level in levels:
                 noise = torch.randn(x0.shape, generator=gen).to(device, dtype)
-                x_t, t, target = _noised(pipe, x0, noise, level)
-                true.append(loss(x_t, t, target, caption))
-                swapped.append(loss(x_t, t, target, wrong))
+                noised = objective.noise_at(x0, noise, level)
+                true.append(loss(noised, caption))
+                swapped.append(loss(noised, wrong))
         if not true:
             out[field] = {"n": 0}
             continue

@@ -13,7 +13,7 @@ import torch
 from diffusers import DDPMScheduler
 from diffusers.training_utils import compute_snr
 
-from ..pipeline.schedulers import DIFFUSION_DEFAULTS, get_scheduler
+from ..pipeline.schedulers import DIFFUSION_DEFAULTS, get_scheduler, prediction_type_of
 
 OBJECTIVES = ("epsilon", "v_prediction", "flow")
 
@@ -43,6 +43,14 @@ class Objective:
                 **DIFFUSION_DEFAULTS, prediction_type=kind, rescale_betas_zero_snr=zero_terminal_snr
             )
 
+    @classmethod
+    def for_scheduler(cls, scheduler) -> Objective:
+        """The objective a pipeline's sampler was made for (its prediction type and zero-SNR choice)."""
+        return cls(
+            prediction_type_of(scheduler),
+            zero_terminal_snr=scheduler.config.get("rescale_betas_zero_snr", False),
+        )
+
     def sampler(self, name: str = "DPM++"):
         """A sampler for validation / the saved pipeline that matches this objective."""
         if self.kind == "flow":
@@ -53,16 +61,28 @@ class Objective:
         return get_scheduler(name, self.kind, **extra)
 
     def noise(self, x0: torch.Tensor, noise: torch.Tensor, generator: torch.Generator) -> NoisedBatch:
+        """Noised at random levels: logit-normal (then shifted) for flow, uniform timesteps otherwise."""
         b = x0.shape[0]
         if self.kind == "flow":
             s = torch.sigmoid(torch.randn(b, generator=generator, device=x0.device))  # logit-normal times
-            sigma = self.flow_shift * s / (1 + (self.flow_shift - 1) * s)  # resolution shift
-            view = sigma.view(b, *([1] * (x0.ndim - 1)))
+            level = self.flow_shift * s / (1 + (self.flow_shift - 1) * s)  # resolution shift
+        else:
+            steps = self.scheduler.config.num_train_timesteps
+            t = torch.randint(0, steps, (b,), generator=generator, device=x0.device)
+            level = t / (steps - 1)
+        return self.noise_at(x0, noise, level)
+
+    def noise_at(self, x0: torch.Tensor, noise: torch.Tensor, level: torch.Tensor) -> NoisedBatch:
+        """Noised at given levels `(B,)` in [0, 1]: the flow sigma, or timestep / (steps - 1) for diffusion."""
+        b = x0.shape[0]
+        level = torch.as_tensor(level, device=x0.device).float().expand(b)
+        if self.kind == "flow":
+            view = level.view(b, *([1] * (x0.ndim - 1))).to(x0.dtype)
             return NoisedBatch(
-                (1 - view) * x0 + view * noise, sigma * 1000, noise - x0, torch.ones(b, device=x0.device)
+                (1 - view) * x0 + view * noise, level * 1000, noise - x0, torch.ones(b, device=x0.device)
             )
         sched = self.scheduler
-        t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=generator, device=x0.device)
+        t = (level * (sched.config.num_train_timesteps - 1)).round().long()
         noisy = sched.add_noise(x0, noise, t)
         target = noise if self.kind == "epsilon" else sched.get_velocity(x0, noise, t)
         weight = torch.ones(b, device=x0.device)
