@@ -63,9 +63,8 @@ def caption_sensitivity(
     gen = torch.Generator().manual_seed(seed)
     objective = Objective.for_scheduler(pipe.scheduler)  # noising as in training, at fixed levels
 
-    encoded: dict[
-        str, tuple[torch.Tensor, torch.Tensor]
-    ] = {}  # each caption once, whatever the field / level
+    # each caption is encoded once, whatever the field / level
+    encoded: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def loss(noised, caption):
         if caption not in encoded:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..data.masks import MaskConfig, sample_mask
-from ..pipeline.conditioning import vae_latent_mask
+from ..pipeline.conditioning import inpaint_latents
 
 MODES = ("t2i", "t2v", "lora", "motion_lora", "inpaint")
 SPATIAL_ATTENTION = r"transformer_blocks\.\d+\.attn[12]\.(to_q|to_k|to_v|to_out\.0)"
@@ -78,9 +78,7 @@ def inpaint_condition(vae, pixels: torch.Tensor, rng: np.random.Generator, masks
     """Per sample: a generated mask, then `[mask at latent size, VAE latents of the masked video]`."""
     b, _, f, h, w = pixels.shape
     pixel_masks = torch.stack([sample_mask(f, h, w, rng, masks)[0] for _ in range(b)]).to(pixels)
-    masked = pixels * (1 - pixel_masks)
-    latents = vae.encode(masked).latent_dist.mode() * vae.config.scaling_factor
-    return torch.cat([vae_latent_mask(vae, pixel_masks).to(latents), latents], dim=1)
+    return torch.cat(inpaint_latents(vae, pixels, pixel_masks), dim=1)  # the pipeline's own conditioning
 
 
 def save_lora(transformer, output_dir: str, name: str = "lora.safetensors") -> str:
