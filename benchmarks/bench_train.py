@@ -23,8 +23,8 @@ from common import current_rss  # noqa: E402
 def worker(args) -> None:
     import torch
 
+    from easyanimate.diffusion.objectives import Objective
     from easyanimate.models import build_transformer
-    from easyanimate.training.objectives import Objective
 
     torch.manual_seed(0)
     device = "cuda" if args.gpu else "cpu"

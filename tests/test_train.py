@@ -16,12 +16,12 @@ from conftest import ROOT, make_pipeline, run_command, run_python
 
 from easyanimate.data.datasets import VideoDataset
 from easyanimate.data.formats import load_records
+from easyanimate.diffusion.objectives import Objective
 from easyanimate.models.text_encoder import load_text_encoder
 from easyanimate.models.transformer3d import VideoTransformer3DModel
 from easyanimate.pipeline import EasyAnimatePipeline
 from easyanimate.pipeline.adapters import load_lora
 from easyanimate.training.config import ConfigError, load_config
-from easyanimate.training.objectives import Objective
 from easyanimate.training.run_config import TrainConfig
 from easyanimate.training.strategies import inpaint_condition
 from easyanimate.training.trainer import train
@@ -88,7 +88,7 @@ def test_noise_at_given_levels_is_the_training_noising(kind):
     and a diffusion level lands on the timestep diffusers' scheduler noises to."""
     from diffusers import DDPMScheduler
 
-    from easyanimate.pipeline.schedulers import DIFFUSION_DEFAULTS
+    from easyanimate.diffusion.samplers import DIFFUSION_DEFAULTS
 
     g = torch.Generator().manual_seed(0)
     x0, noise = torch.randn(3, 4, 2, 4, 4, generator=g), torch.randn(3, 4, 2, 4, 4, generator=g)
@@ -388,3 +388,29 @@ def test_text_encoder_trains_from_the_cache_as_from_pixels(tmp_path, base_pipeli
     assert update.norm() > 0.01 and diff.norm() / update.norm() < 1e-2
     with pytest.raises(ValueError, match="train_text_encoder applies to t2i and t2v"):
         config(tmp_path / "lora", base_pipeline, shapes_dir, mode="lora", train_text_encoder="true")
+
+
+def test_trained_text_encoder_keeps_training_after_a_validation(tmp_path, base_pipeline, shapes_dir):
+    """Validation wraps the encoder for prompt encoding; wrapping must not freeze it: every encoder tensor
+    still changes in the steps after a validation."""
+    from safetensors.torch import load_file
+
+    cfg = config(
+        tmp_path,
+        base_pipeline,
+        shapes_dir,
+        mode="t2i",
+        max_steps=4,
+        train_text_encoder="true",
+        checkpointing_steps=2,
+        validation_steps=2,
+    )
+    result = train(cfg)
+    after_validation = load_file(
+        os.path.join(tmp_path, "checkpoints", "checkpoint-00000002", "model_1.safetensors")
+    )
+    final = load_text_encoder(result["outputs"]["pipeline"]).model
+    names = [n for n, _ in final.named_parameters()]
+    assert os.path.isdir(os.path.join(tmp_path, "validation", "step-00000002"))  # a validation ran at step 2
+    changed = [n for n, p in final.named_parameters() if not torch.equal(p, after_validation[n])]
+    assert len(names) > 10 and changed == names

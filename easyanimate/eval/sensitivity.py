@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..training.objectives import Objective
+from ..diffusion.objectives import Objective
 
 # which word replaces which; directions swap with their opposite so the swapped caption is as wrong as can be
 SWAPS: dict[str, dict[str, str]] = {

@@ -37,13 +37,17 @@ def _encoder_class(folder: str):
 
 
 class TextEncoder(nn.Module):
-    """Tokenize and encode prompts into `(features (B, L, D), mask (B, L))`, padded to `max_length`."""
+    """Tokenize and encode prompts into `(features (B, L, D), mask (B, L))`, padded to `max_length`.
+
+    Wrapping changes nothing of the model (mode, `requires_grad`): the pipeline wraps its encoder for every
+    prompt, also while training runs with that encoder. `load_text_encoder` freezes what it loads.
+    """
 
     def __init__(
         self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, max_length: int = DEFAULT_MAX_LENGTH
     ):
         super().__init__()
-        self.model = model.eval().requires_grad_(False)
+        self.model = model
         self.tokenizer = tokenizer
         self.max_length = max_length
 
@@ -93,6 +97,7 @@ def load_text_encoder(
     if torch_dtype is not None:
         kwargs["dtype"] = torch_dtype
     model = _encoder_class(enc_dir).from_pretrained(enc_dir, **kwargs).to(device)
+    model.eval().requires_grad_(False)  # frozen unless a run opts in (train_text_encoder)
     return TextEncoder(model, tokenizer, max_length=max_length)
 
 

@@ -1,6 +1,6 @@
 """Inference: the pipeline, samplers by name, conditioning, long videos."""
 
+from ..diffusion.samplers import SAMPLERS, get_scheduler
 from .pipeline_easyanimate import EasyAnimateOutput, EasyAnimatePipeline
-from .schedulers import SAMPLERS, get_scheduler
 
 __all__ = ["SAMPLERS", "EasyAnimateOutput", "EasyAnimatePipeline", "get_scheduler"]

@@ -20,9 +20,9 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from ..diffusion.samplers import SAMPLERS, prediction_type_of, swap_scheduler
 from ..models.text_encoder import TextEncoder
 from .conditioning import conditioning_video, inpaint_latents, load_image, load_video
-from .schedulers import SAMPLERS, prediction_type_of, swap_scheduler
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..data.formats import FORMATS
-from .objectives import OBJECTIVES
+from ..diffusion.objectives import OBJECTIVES
 from .strategies import MODES
 
 
@@ -82,7 +82,7 @@ class TrainConfig:
     validation_num_frames: int = 17
     validation_size: int | None = None  # pixels; None: data.base_size
     validation_inference_steps: int = 20
-    validation_sampler: str = "DPM++"
+    validation_sampler: str | None = None  # None: the objective's default (DPM++, Flow for flow)
     log_steps: int = 10
     fps: int = 8
     log_sample_indices: bool = False  # each process appends the record indices it trained on (data audit)

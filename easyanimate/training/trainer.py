@@ -28,6 +28,7 @@ from ..data.bucket import BucketBatchSampler, TokenLengthRule
 from ..data.datasets import VideoDataset, collate
 from ..data.formats import load_records
 from ..data.masks import MaskConfig
+from ..diffusion.objectives import Objective
 from ..models.presets import TRANSFORMER_PRESETS, build_transformer
 from ..models.slice_vae import SliceVAE
 from ..models.text_encoder import load_text_encoder
@@ -37,7 +38,6 @@ from ..utils.video import save_video_tensor
 from .cache import CachedLatents, collate_cached
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from .config import save_config
-from .objectives import Objective
 from .randomness import step_generator
 from .run_config import TrainConfig
 from .strategies import inpaint_condition, save_lora, select_trainable, strategy_for
@@ -304,7 +304,7 @@ def _pipeline(vae, text_encoder, transformer, objective: Objective, sampler: str
         text_encoder=text_encoder.model,
         tokenizer=text_encoder.tokenizer,
         transformer=transformer,
-        scheduler=objective.sampler(sampler or "DPM++"),
+        scheduler=objective.sampler(sampler),
     )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import gradio as gr
 
-from ..pipeline.schedulers import SAMPLERS
+from ..diffusion.samplers import SAMPLERS
 from .controller import Controller, UIError
 
 SHARED = [

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..pipeline.schedulers import SAMPLERS
+from ..diffusion.samplers import SAMPLERS
 
 NONE = "none"
 

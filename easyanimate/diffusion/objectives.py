@@ -13,7 +13,7 @@ import torch
 from diffusers import DDPMScheduler
 from diffusers.training_utils import compute_snr
 
-from ..pipeline.schedulers import DIFFUSION_DEFAULTS, get_scheduler, prediction_type_of
+from .samplers import DIFFUSION_DEFAULTS, get_scheduler, objective_settings
 
 OBJECTIVES = ("epsilon", "v_prediction", "flow")
 
@@ -45,20 +45,25 @@ class Objective:
 
     @classmethod
     def for_scheduler(cls, scheduler) -> Objective:
-        """The objective a pipeline's sampler was made for (its prediction type and zero-SNR choice)."""
+        """The objective a pipeline's sampler was made for (its prediction type, zero-SNR choice, shift)."""
+        settings = objective_settings(scheduler)
         return cls(
-            prediction_type_of(scheduler),
-            zero_terminal_snr=scheduler.config.get("rescale_betas_zero_snr", False),
+            settings["prediction_type"],
+            zero_terminal_snr=settings.get("zero_terminal_snr", False),
+            flow_shift=settings.get("shift", 1.0),
         )
 
-    def sampler(self, name: str = "DPM++"):
-        """A sampler for validation / the saved pipeline that matches this objective."""
+    @property
+    def default_sampler(self) -> str:
+        return "Flow" if self.kind == "flow" else "DPM++"
+
+    def sampler(self, name: str | None = None):
+        """Sampler `name` (None: this objective's default) configured for this objective: what validation
+        and the saved pipeline use."""
+        name = name or self.default_sampler
         if self.kind == "flow":
-            return get_scheduler("Flow", "flow", shift=self.flow_shift)
-        extra = (
-            {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"} if self.zero_terminal_snr else {}
-        )
-        return get_scheduler(name, self.kind, **extra)
+            return get_scheduler(name, "flow", shift=self.flow_shift)
+        return get_scheduler(name, self.kind, zero_terminal_snr=self.zero_terminal_snr)
 
     def noise(self, x0: torch.Tensor, noise: torch.Tensor, generator: torch.Generator) -> NoisedBatch:
         """Noised at random levels: logit-normal (then shifted) for flow, uniform timesteps otherwise."""
