@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from easyanimate.pipeline.memory import MEMORY_MODES
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -21,6 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--default-size", type=int, default=256, help="initial width and height in the page")
     p.add_argument("--default-frames", type=int, default=17)
     p.add_argument("--max-upload-mb", type=int, default=50)
+    p.add_argument(
+        "--gpu-memory-mode",
+        default="none",
+        choices=list(MEMORY_MODES),
+        help="trade speed for GPU memory (as predict_t2v.py --gpu-memory-mode)",
+    )
     return p
 
 
@@ -35,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from easyanimate.ui.app import build_app
     from easyanimate.ui.controller import Controller
 
-    controller = Controller(args.model_root, args.output_dir)
+    controller = Controller(args.model_root, args.output_dir, memory_mode=args.gpu_memory_mode)
     if not controller.base_models():
         print(f"note: no pipeline folders under {args.model_root}/Diffusion_Transformer yet", file=sys.stderr)
     demo = build_app(controller, args.default_size, args.default_frames)

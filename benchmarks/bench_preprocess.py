@@ -19,8 +19,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 from common import print_table, write_results  # noqa: E402
 from raw_videos import make_raw_videos  # noqa: E402
 
+from easyanimate.config import load_config  # noqa: E402
 from easyanimate.preprocess.config import PreprocessConfig  # noqa: E402
-from easyanimate.training.config import load_config  # noqa: E402
 
 
 def main() -> None:

@@ -18,11 +18,11 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import print_table, write_results  # noqa: E402
 
+from easyanimate.config import load_config  # noqa: E402
 from easyanimate.data.folder import MediaFolder  # noqa: E402
 from easyanimate.data.synthetic import generate  # noqa: E402
 from easyanimate.eval.metrics import psnr  # noqa: E402
 from easyanimate.models.slice_vae import SliceVAE, _tile_starts  # noqa: E402
-from easyanimate.training.config import load_config  # noqa: E402
 from easyanimate.training.vae.config import VAETrainConfig  # noqa: E402
 from easyanimate.training.vae.trainer import train_vae  # noqa: E402
 

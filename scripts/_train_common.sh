@@ -11,6 +11,6 @@ DATASET_NAME=${DATASET_NAME:-datasets/demo}
 DATASET_META_NAME=${DATASET_META_NAME:-$DATASET_NAME/metadata.json}
 train_data_format=${train_data_format:-normal}
 LAUNCH=${LAUNCH:-accelerate launch}
-$LAUNCH scripts/train.py --config "$CONFIG" pipeline="$MODEL_NAME" data.root="$DATASET_NAME" \
+$LAUNCH scripts/train.py --config "$CONFIG" model.pipeline="$MODEL_NAME" data.root="$DATASET_NAME" \
     data.meta="$DATASET_META_NAME" data.format="$train_data_format" output_dir="$OUTPUT_DIR" \
-    resume_from_checkpoint=latest "$@"
+    checkpointing.resume_from=latest "$@"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sys
 
-from easyanimate.training.config import config_from_cli
-from easyanimate.training.run_config import TrainConfig
+from easyanimate.config import config_from_cli
+from easyanimate.training.config import TrainConfig
 from easyanimate.training.trainer import train
 
 

@@ -7,7 +7,8 @@
 #
 # Variables: OUT (work folder, default outputs/demo), DATA / STYLE_DATA (datasets), LAUNCH (default python;
 # "accelerate launch" on GPU machines), EXPORT (1: write models/), EVAL_ARGS (extra arguments for the evaluation),
-# ARGS (key=value overrides for every training stage, e.g. ARGS="max_steps=2" for a smoke run).
+# ARGS (key=value overrides for every DiT stage, e.g. ARGS="optimization.max_steps=2" for a smoke run),
+# VAE_ARGS (the same for both VAE stages, e.g. VAE_ARGS="max_steps=2").
 set -euo pipefail
 OUT=${OUT:-outputs/demo}
 DATA=${DATA:-datasets/demo}
@@ -17,6 +18,7 @@ LAUNCH=${LAUNCH:-python}
 EXPORT=${EXPORT:-1}
 EVAL_ARGS=${EVAL_ARGS:-}
 ARGS=${ARGS:-}
+VAE_ARGS=${VAE_ARGS:-}
 PY=${PY:-python}
 mkdir -p "$OUT"
 TIMES="$OUT/stage_seconds.tsv"
@@ -45,7 +47,7 @@ stage data data
 
 # 2. Slice VAE, stage 1 (encoder + decoder, on crowds) then stage 2 (decoder only, on the demo clips)
 stage vae env DATA_ROOT="$VAE_DATA" DATA_ROOT2="$DATA" OUTPUT_DIR="$OUT/vae" CONFIG=config/demo/vae_stage1.yaml \
-    CONFIG2=config/demo/vae_stage2.yaml LAUNCH="$LAUNCH" sh scripts/train_vae.sh $ARGS
+    CONFIG2=config/demo/vae_stage2.yaml LAUNCH="$LAUNCH" sh scripts/train_vae.sh $VAE_ARGS
 
 # 3. base pipeline: the VAE (scaled to unit-variance latents) + a tiny T5 whose vocabulary is learnt from the
 #    captions, frozen at its random init
@@ -56,17 +58,17 @@ stage base $PY scripts/make_base_pipeline.py --vae "$OUT/vae/stage2/vae" --capti
 #    t2i and t2v read VAE latents + text features precomputed once (scripts/precompute.py): the clips are
 #    already 64 px and 17 frames, so the cache's centre crops are the clips themselves.
 cache() {  # cache CONFIG PIPELINE DIR: precompute once
-    [ -f "$3/manifest.json" ] || $PY scripts/precompute.py --config "$1" pipeline="$2" data.root="$DATA" \
-        data.meta="$DATA/metadata.json" latent_cache="$3"
+    [ -f "$3/manifest.json" ] || $PY scripts/precompute.py --config "$1" model.pipeline="$2" data.root="$DATA" \
+        data.meta="$DATA/metadata.json" data.latent_cache="$3"
 }
 # shellcheck disable=SC2086
 common=(DATASET_NAME="$DATA" LAUNCH="$LAUNCH")
 stage cache_t2i cache config/demo/t2i.yaml "$OUT/base" "$OUT/cache/t2i"
 stage t2i env "${common[@]}" MODEL_NAME="$OUT/base" OUTPUT_DIR="$OUT/t2i" CONFIG=config/demo/t2i.yaml \
-    sh scripts/train_t2i.sh latent_cache="$OUT/cache/t2i" $ARGS
+    sh scripts/train_t2i.sh data.latent_cache="$OUT/cache/t2i" $ARGS
 stage cache_t2v cache config/demo/t2v.yaml "$OUT/t2i/pipeline" "$OUT/cache/t2v"
 stage t2v env "${common[@]}" MODEL_NAME="$OUT/t2i/pipeline" OUTPUT_DIR="$OUT/t2v" CONFIG=config/demo/t2v.yaml \
-    sh scripts/train_t2v.sh latent_cache="$OUT/cache/t2v" $ARGS
+    sh scripts/train_t2v.sh data.latent_cache="$OUT/cache/t2v" $ARGS
 stage inpaint env "${common[@]}" MODEL_NAME="$OUT/t2v/pipeline" OUTPUT_DIR="$OUT/inpaint" \
     CONFIG=config/demo/inpaint.yaml sh scripts/train_inpaint.sh $ARGS
 stage lora env DATASET_NAME="$STYLE_DATA" LAUNCH="$LAUNCH" MODEL_NAME="$OUT/t2v/pipeline" \

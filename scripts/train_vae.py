@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from easyanimate.training.config import config_from_cli
+from easyanimate.config import config_from_cli
 from easyanimate.training.vae.config import VAETrainConfig
 from easyanimate.training.vae.trainer import train_vae
 

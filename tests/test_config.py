@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from easyanimate.training.config import ConfigError, load_config, save_config
+from easyanimate.config import ConfigError, load_config, save_config
 
 
 @dataclass

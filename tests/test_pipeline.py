@@ -164,14 +164,20 @@ def test_image_to_video_conditioning(tmp_path, inp_dir):
         "end": [1.0, 1.0, 0.75],  # the last latent covers 4 frames, the last of which is kept
         "both": [0.0, 1.0, 0.75],
     }
+    seen = []  # what the transformer receives beside the noisy latents: [latent mask, masked-video latents]
+    hook = pipe.transformer.register_forward_pre_hook(
+        lambda _module, args: seen.append(args[0][:1, pipe.latent_channels :].clone())
+    )
     for case, mask_values in expected_mask.items():
         kwargs = {
             "start_image": start if case != "end" else None,
             "end_image": end if case != "start" else None,
         }
+        seen.clear()
         video = gen(pipe, **kwargs)
         assert video.shape == (1, 9, 32, 32, 3)
-        cond = pipe.last_condition  # (1, 1 + C, latent frames, h, w)
+        cond = seen[0]  # (1, 1 + C, latent frames, h, w)
+        assert all(torch.equal(c, cond) for c in seen)  # the same condition at every step
         assert cond.shape == (1, 5, 3, 4, 4)
         assert [round(v, 4) for v in cond[0, 0].mean(dim=(1, 2)).tolist()] == mask_values, case
         # the masked-video latents are the VAE latents of a video holding only the kept frames
@@ -182,6 +188,7 @@ def test_image_to_video_conditioning(tmp_path, inp_dir):
             ref_video[0, 2, -1], ref_video[0, :2, -1] = 1.0, -1.0
         ref = pipe.vae.encode(ref_video).latent_dist.mode() * pipe.vae.config.scaling_factor
         assert torch.allclose(cond[:, 1:], ref, atol=1e-5), case
+    hook.remove()
     # resize to the start image: 48x32 image -> 48 wide, 32 high
     Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(tmp_path / "s.png")
     out = gen(pipe, start_image=str(tmp_path / "s.png"), height=None, width=None, resize_to_start_image=True)

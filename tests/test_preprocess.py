@@ -15,6 +15,7 @@ import pytest
 from conftest import ROOT, run_command
 from raw_videos import make_raw_videos
 
+from easyanimate.config import load_config
 from easyanimate.data.datasets import VideoDataset
 from easyanimate.data.formats import load_records
 from easyanimate.data.video_io import count_frames
@@ -23,7 +24,6 @@ from easyanimate.preprocess.filters.motion import motion_filter
 from easyanimate.preprocess.filters.ocr import ocr_filter
 from easyanimate.preprocess.filters.quality import quality_filter
 from easyanimate.preprocess.split import detect_scenes, plan_clips
-from easyanimate.training.config import load_config
 
 TESSERACT = shutil.which("tesseract") is not None
 TEST_SETTINGS = [

@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import ROOT, make_pipeline, run_command, run_python
 
+from easyanimate.config import ConfigError, load_config
 from easyanimate.data.datasets import VideoDataset
 from easyanimate.data.formats import load_records
 from easyanimate.diffusion.objectives import Objective
@@ -21,8 +22,7 @@ from easyanimate.models.text_encoder import load_text_encoder
 from easyanimate.models.transformer3d import VideoTransformer3DModel
 from easyanimate.pipeline import EasyAnimatePipeline
 from easyanimate.pipeline.adapters import load_lora
-from easyanimate.training.config import ConfigError, load_config
-from easyanimate.training.run_config import TrainConfig
+from easyanimate.training.config import TrainConfig
 from easyanimate.training.strategies import inpaint_condition
 from easyanimate.training.trainer import train
 
@@ -32,22 +32,36 @@ def base_pipeline(tmp_path_factory) -> str:
     return make_pipeline(tmp_path_factory.mktemp("base"))
 
 
+# the keys these tests set most, by their field name alone (keyword arguments cannot hold dots)
+SECTION = {
+    "max_steps": "optimization",
+    "learning_rate": "optimization",
+    "max_grad_norm": "optimization",
+    "gradient_accumulation_steps": "optimization",
+    "ema_decay": "optimization",
+    "lr_warmup_steps": "optimization",
+    "gradient_checkpointing": "model",
+    "train_text_encoder": "model",
+    "latent_cache": "data",
+}
+
+
 def overrides(tmp_path, base_pipeline, shapes_dir, **kw) -> list[str]:
     settings = {
         "output_dir": str(tmp_path),
-        "pipeline": base_pipeline,
+        "model.pipeline": base_pipeline,
         "data.meta": os.path.join(shapes_dir, "metadata.json"),
         "data.base_size": 32,
         "data.num_frames": 9,
         "data.batch_size": 2,
         "data.caption_dropout": 0.0,
-        "max_steps": 30,
-        "learning_rate": 2e-3,
-        "checkpointing_steps": 100,
-        "validation_steps": 1000,
-        "validation_num_frames": 5,
-        "validation_inference_steps": 2,
-        **kw,
+        "optimization.max_steps": 30,
+        "optimization.learning_rate": 2e-3,
+        "checkpointing.steps": 100,
+        "validation.steps": 1000,
+        "validation.num_frames": 5,
+        "validation.inference_steps": 2,
+        **{f"{SECTION[k]}.{k}" if k in SECTION else k: v for k, v in kw.items()},
     }
     return [f"{k}={v}" for k, v in settings.items()]
 
@@ -67,7 +81,8 @@ def eval_loss(transformer, pipeline_dir, shapes_dir, cfg: TrainConfig, kind: str
     ds = VideoDataset(records, 32, 32, 1 if kind == "image" else 9, random_crop=False)
     pixels = torch.stack([ds[i]["pixels"] for i in range(len(records))])
     feats, mask = text([r.text for r in records])
-    objective = Objective(cfg.objective, cfg.zero_terminal_snr, cfg.snr_gamma, cfg.flow_shift)
+    o = cfg.objective
+    objective = Objective(o.kind, o.zero_terminal_snr, o.snr_gamma, o.flow_shift)
     transformer.eval()
     total = 0.0
     for d in range(draws):
@@ -189,14 +204,20 @@ def test_lora_training_keeps_base_and_loads_in_the_cli(tmp_path, base_pipeline, 
 @pytest.mark.parametrize(
     "objective,extra,scheduler",
     [
-        ("v_prediction", {"zero_terminal_snr": "true", "snr_gamma": 5.0}, "DPMSolverMultistepScheduler"),
-        ("flow", {"flow_shift": 2.0}, "FlowMatchEulerDiscreteScheduler"),
+        (
+            "v_prediction",
+            {"objective.zero_terminal_snr": "true", "objective.snr_gamma": 5.0},
+            "DPMSolverMultistepScheduler",
+        ),
+        ("flow", {"objective.flow_shift": 2.0}, "FlowMatchEulerDiscreteScheduler"),
     ],
 )
 def test_each_objective_trains_and_saves_its_sampler(
     tmp_path, base_pipeline, shapes_dir, objective, extra, scheduler
 ):
-    cfg = config(tmp_path / "run", base_pipeline, shapes_dir, mode="t2i", objective=objective, **extra)
+    cfg = config(
+        tmp_path / "run", base_pipeline, shapes_dir, mode="t2i", **{"objective.kind": objective}, **extra
+    )
     base = VideoTransformer3DModel.from_pretrained(os.path.join(base_pipeline, "transformer"))
     before = eval_loss(base, base_pipeline, shapes_dir, cfg, "image")
     result = train(cfg)
@@ -230,13 +251,15 @@ def test_accumulation_ema_and_validation_outputs(tmp_path, base_pipeline, shapes
         max_steps=2,
         gradient_accumulation_steps=2,
         ema_decay=0.9,
-        validation_steps=2,
+        **{"validation.steps": 2},
         gradient_checkpointing="true",
         lr_warmup_steps=4,
     )
     result = train(cfg)
     lrs = [h["lr"] for h in result["history"]]
-    assert len(lrs) == 2 and lrs[0] < lrs[1] < cfg.learning_rate  # warming up, one step per 2 micro-batches
+    assert (
+        len(lrs) == 2 and lrs[0] < lrs[1] < cfg.optimization.learning_rate
+    )  # warming up, one step per 2 micro-batches
     assert os.listdir(tmp_path / "validation" / "step-00000002")
     assert os.listdir(tmp_path / "tensorboard")
     ckpt = os.listdir(tmp_path / "checkpoints" / "checkpoint-00000002")
@@ -245,7 +268,9 @@ def test_accumulation_ema_and_validation_outputs(tmp_path, base_pipeline, shapes
 
 def test_two_processes_see_different_samples(tmp_path, base_pipeline, shapes_dir):
     # 8 videos, batches of 2, 2 ranks: one epoch is 2 steps per rank; within an epoch shares are disjoint
-    args = overrides(tmp_path, base_pipeline, shapes_dir, mode="t2v", max_steps=2, log_sample_indices="true")
+    args = overrides(
+        tmp_path, base_pipeline, shapes_dir, mode="t2v", max_steps=2, **{"logging.sample_indices": "true"}
+    )
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "scripts/train.py"]
     res = run_command([*launch, *args], timeout=600, env={**os.environ, "ACCELERATE_USE_CPU": "true"})
     assert res.returncode == 0, res.stderr[-3000:]
@@ -258,8 +283,8 @@ def test_two_processes_see_different_samples(tmp_path, base_pipeline, shapes_dir
 
 
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, base_pipeline, shapes_dir):
-    common = dict(mode="t2v", t2v_stage=3, max_steps=6, checkpointing_steps=2, validation_steps=5)
-    common["validation_inference_steps"] = 30  # slow step 5, so the kill lands between checkpoints 4 and 6
+    common = {"mode": "t2v", "t2v_stage": 3, "max_steps": 6, "checkpointing.steps": 2, "validation.steps": 5}
+    common["validation.inference_steps"] = 30  # slow step 5, so the kill lands between checkpoints 4 and 6
     straight = train(config(tmp_path / "straight", base_pipeline, shapes_dir, **common))
     killed_dir = tmp_path / "killed"
     proc = subprocess.Popen(
@@ -275,7 +300,9 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, base_pipelin
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL and not (killed_dir / "pipeline").exists()
-    resumed = train(config(killed_dir, base_pipeline, shapes_dir, resume_from_checkpoint="latest", **common))
+    resumed = train(
+        config(killed_dir, base_pipeline, shapes_dir, **{"checkpointing.resume_from": "latest"}, **common)
+    )
     assert len(resumed["history"]) == 2 and resumed["start_step"] == 4  # steps 5 and 6 only
     a = _state(os.path.join(straight["outputs"]["pipeline"], "transformer"))
     b = _state(os.path.join(resumed["outputs"]["pipeline"], "transformer"))
@@ -297,14 +324,30 @@ def test_bad_config_and_nan_loss(tmp_path, base_pipeline, shapes_dir):
 
 
 def test_every_shipped_config_loads():
+    """Every YAML under config/ loads through its typed config (accelerate's own files through accelerate)."""
     import glob
 
+    import yaml
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    from easyanimate.preprocess.config import PreprocessConfig
     from easyanimate.training.vae.config import VAETrainConfig
 
-    for path in glob.glob(os.path.join(ROOT, "config", "train_*.yaml")):
-        load_config(TrainConfig, path)
-    for path in glob.glob(os.path.join(ROOT, "config", "vae", "*.yaml")):
-        load_config(VAETrainConfig, path)
+    paths = sorted(glob.glob(os.path.join(ROOT, "config", "**", "*.yaml"), recursive=True))
+    loaded = []
+    for path in paths:
+        name = os.path.relpath(path, os.path.join(ROOT, "config"))
+        if name.startswith("accelerate/"):
+            assert load_config_from_file(path).distributed_type, name
+        elif name == "preprocess.yaml":
+            load_config(PreprocessConfig, path)
+        elif name.startswith("vae/") or os.path.basename(name).startswith("vae_"):
+            load_config(VAETrainConfig, path)
+        else:
+            assert yaml.safe_load(open(path))["mode"], name
+            load_config(TrainConfig, path)
+        loaded.append(name)
+    assert {"demo/t2v.yaml", "demo/vae_stage1.yaml", "preprocess.yaml", "train_t2v.yaml"} <= set(loaded)
 
 
 def test_train_t2v_sh_as_the_readme_shows(tmp_path, base_pipeline, shapes_dir):
@@ -316,13 +359,13 @@ def test_train_t2v_sh_as_the_readme_shows(tmp_path, base_pipeline, shapes_dir):
         "OUTPUT_DIR": str(tmp_path / "t2v"),
     }
     args = [
-        "max_steps=2",
+        "optimization.max_steps=2",
         "data.base_size=32",
         "data.num_frames=9",
         "data.batch_size=2",
-        "validation_steps=2",
+        "validation.steps=2",
     ]
-    args += ["validation_num_frames=5", "validation_inference_steps=2", "validation_size=32"]
+    args += ["validation.num_frames=5", "validation.inference_steps=2", "validation.size=32"]
     res = run_command(["sh", "scripts/train_t2v.sh", *args], timeout=600, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     assert os.path.isfile(tmp_path / "t2v" / "motion_module" / "motion_modules.safetensors")
@@ -402,8 +445,7 @@ def test_trained_text_encoder_keeps_training_after_a_validation(tmp_path, base_p
         mode="t2i",
         max_steps=4,
         train_text_encoder="true",
-        checkpointing_steps=2,
-        validation_steps=2,
+        **{"checkpointing.steps": 2, "validation.steps": 2},
     )
     result = train(cfg)
     after_validation = load_file(

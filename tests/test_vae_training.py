@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import run_command, run_python
 
+from easyanimate.config import ConfigError, load_config
 from easyanimate.data.video_io import read_frames
 from easyanimate.models.slice_vae import SliceVAE
-from easyanimate.training.config import ConfigError, load_config
 from easyanimate.training.vae.config import VAETrainConfig
 from easyanimate.training.vae.trainer import encoder_digest, load_vae, train_vae
 

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .folder import resize_crop
 from .formats import Record
+from .transforms import resize_crop
 from .video_io import read_frames, read_image, video_length
 
 logger = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ Kinds: first frame kept, first and last kept, first k frames kept (continuation)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,25 +16,26 @@ VIDEO_MASKS = ("first", "first_last", "head", "boxes", "all", "none")
 
 @dataclass
 class MaskConfig:
-    video: dict[str, float] = field(
-        default_factory=lambda: {
-            "first": 0.4,
-            "first_last": 0.2,
-            "head": 0.1,
-            "boxes": 0.1,
-            "all": 0.15,
-            "none": 0.05,
-        }
-    )
+    """Probability of each video mask kind (normalised by their sum), and of "generate all" for images."""
+
+    first: float = 0.4
+    first_last: float = 0.2
+    head: float = 0.1
+    boxes: float = 0.1
+    all: float = 0.15
+    none: float = 0.05
     image_mask_prob: float = 0.5  # images: share that get "generate everything"
 
+    @property
+    def video(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in VIDEO_MASKS}
+
     def __post_init__(self) -> None:
-        unknown = set(self.video) - set(VIDEO_MASKS)
-        if unknown:
-            raise ValueError(f"unknown mask kinds {sorted(unknown)}; valid: {VIDEO_MASKS}")
-        total = sum(self.video.values())
-        if total <= 0 or any(p < 0 for p in self.video.values()):
-            raise ValueError(f"mask probabilities must be >= 0 and not all zero, got {self.video}")
+        probs = self.video
+        if sum(probs.values()) <= 0 or any(p < 0 for p in probs.values()):
+            raise ValueError(f"mask probabilities must be >= 0 and not all zero, got {probs}")
+        if not 0 <= self.image_mask_prob <= 1:
+            raise ValueError(f"image_mask_prob must be in [0, 1], got {self.image_mask_prob}")
 
 
 def sample_mask(

@@ -113,3 +113,16 @@ def write_video(path: str, frames: np.ndarray, fps: float = 8) -> str:
             container.mux(packet)
     os.replace(tmp, path)  # no half-written videos
     return path
+
+
+def to_uint8_frames(video) -> np.ndarray:
+    """A tensor `(3, F, H, W)` in [-1, 1] -> `(F, H, W, 3)` uint8."""
+    import torch
+
+    x = ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(1, 2, 3, 0).cpu().numpy()
+
+
+def save_video_tensor(path: str, video, fps: float = 8) -> str:
+    """A tensor `(3, F, H, W)` in [-1, 1] -> an mp4 at `path` (written atomically)."""
+    return write_video(path, to_uint8_frames(video), fps=fps)

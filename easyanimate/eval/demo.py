@@ -136,9 +136,9 @@ def evaluate_demo(
         ps, ss, first, readings, latents = [], [], [], [], []
         for clip in clips:
             x = torch.from_numpy(np.array(clip, dtype=np.float32) / 127.5 - 1).permute(3, 0, 1, 2)[None]
-            z = pipe.vae.encode(x).latent_dist.mode()
-            latents.append(z[0] * pipe.vae.config.scaling_factor)
-            rec = pipe.vae.decode(z).sample.clamp(-1, 1)
+            z = pipe.vae.encode_latents(x)
+            latents.append(z[0])
+            rec = pipe.vae.decode_latents(z).clamp(-1, 1)
             a, b = (x[0].transpose(0, 1) + 1) / 2, (rec[0].transpose(0, 1) + 1) / 2  # (F, C, H, W) in [0, 1]
             ps.append(psnr(a, b))
             ss.append(ssim(a, b))

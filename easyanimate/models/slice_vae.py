@@ -24,6 +24,9 @@ from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDis
 from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers' pipeline loader looks it up here)
 from diffusers.utils.accelerate_utils import apply_forward_hook
+from diffusers.utils.torch_utils import randn_tensor
+
+from .shape_rule import ShapeRule, nearest_valid_frames
 
 logger = logging.getLogger(__name__)
 
@@ -61,13 +64,6 @@ VAE_PRESETS: dict[str, dict[str, Any]] = {
         scaling_factor=1.0,
     ),
 }
-
-
-def nearest_valid_frames(num_frames: int, ratio: int = 4) -> tuple[int, int]:
-    """The valid counts (1 + ratio*k) just below and above `num_frames`."""
-    below = 1 + ratio * max((num_frames - 1) // ratio, 0)
-    above = below if below >= num_frames else below + ratio
-    return below, above
 
 
 def _ramp(length: int, overlap: int, start: bool, end: bool) -> torch.Tensor:
@@ -207,6 +203,28 @@ class SliceVAE(AutoencoderKLMagvit):
     def video_frames(self, num_latent_frames: int) -> int:
         return 1 + self.temporal_compression_ratio * (num_latent_frames - 1)
 
+    @property
+    def shape_rule(self) -> ShapeRule:
+        """Frames `1 + rk`, sizes multiples of the spatial ratio (see `shape_rule.py`)."""
+        return ShapeRule.of(self)
+
+    # ---------------------------------------------------------------------------------------------- latents
+
+    def encode_latents(
+        self, pixels: torch.Tensor, generator: torch.Generator | None = None, sample: bool = False
+    ) -> torch.Tensor:
+        """Pixels `(B, 3, F, H, W)` in [-1, 1] -> scaled latents (what a DiT denoises): the posterior's mode, or
+        a sample drawn with `generator`. Inputs are moved to the VAE's device and dtype."""
+        param = next(self.parameters())
+        posterior = self.encode(pixels.to(param.device, param.dtype)).latent_dist
+        z = posterior.sample(generator=generator) if sample else posterior.mode()
+        return z * self.config.scaling_factor
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents -> pixels `(B, 3, F, H, W)` in about [-1, 1] (not clamped), in the VAE's dtype."""
+        param = next(self.parameters())
+        return self.decode((latents / self.config.scaling_factor).to(param.device, param.dtype)).sample
+
     # ---------------------------------------------------------------------------------------------- encode
 
     def _check_frames(self, x: torch.Tensor) -> torch.Tensor:
@@ -333,3 +351,24 @@ def build_vae(name: str, **overrides: Any) -> SliceVAE:
     if name not in VAE_PRESETS:
         raise ValueError(f"unknown VAE preset {name!r}; choose from {sorted(VAE_PRESETS)}")
     return SliceVAE(**{**VAE_PRESETS[name], **overrides})
+
+
+def config_shape_rule(config: dict[str, Any]) -> ShapeRule:
+    """The frame / size rule of a VAE with this config (AutoencoderKLMagvit: 2^(blocks-1) spatial, 2^(blocks-2)
+    temporal), without building it."""
+    blocks = len(config.get("block_out_channels", (128, 256, 512, 512)))
+    return ShapeRule(temporal_ratio=2 ** (blocks - 2), size_multiple=2 ** (blocks - 1))
+
+
+def preset_shape_rule(name: str) -> ShapeRule | None:
+    """The frame / size rule a preset will have (None for names that are not presets)."""
+    return config_shape_rule(VAE_PRESETS[name]) if name in VAE_PRESETS else None
+
+
+def scaled_posterior_sample(
+    vae: SliceVAE, mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Scaled latents sampled from a stored posterior (a latent cache), drawn exactly as the VAE's own
+    `encode_latents(..., sample=True)` draws them."""
+    noise = randn_tensor(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    return (mean + std * noise) * vae.config.scaling_factor

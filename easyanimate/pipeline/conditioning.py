@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.folder import resize_crop
+from ..data.transforms import resize_crop
 from ..data.video_io import read_frames, read_image
 
 
@@ -89,7 +89,5 @@ def vae_latent_mask(vae, mask: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def inpaint_latents(vae, video: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`(mask at latent size, scaled VAE latents of the masked video)`; generated regions are gray (0)."""
-    masked = video * (1 - mask)
-    param = next(vae.parameters())
-    latents = vae.encode(masked.to(param.device, param.dtype)).latent_dist.mode() * vae.config.scaling_factor
+    latents = vae.encode_latents(video * (1 - mask))
     return vae_latent_mask(vae, mask).to(latents), latents

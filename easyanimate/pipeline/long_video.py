@@ -36,10 +36,13 @@ def generate_long_video(
     generator: torch.Generator | None = None,
     **kwargs,
 ) -> torch.Tensor:
-    """`(1, 3, >= total_frames, H, W)` in [0, 1]. `overlap` must be 1 + 4j and smaller than `num_frames`."""
-    r = pipe.vae.temporal_compression_ratio
-    if overlap < 1 or (overlap - 1) % r or overlap >= num_frames:
-        raise ValueError(f"overlap must be 1 + {r}j frames and < num_frames={num_frames}, got {overlap}")
+    """`(1, 3, >= total_frames, H, W)` in [0, 1]. `overlap` must be 1 + rj (the VAE's temporal ratio r) and
+    smaller than `num_frames`."""
+    rule = pipe.shape_rule
+    if not rule.frames_ok(overlap) or overlap >= num_frames:
+        raise ValueError(
+            f"overlap must be 1 + {rule.temporal_ratio}j frames and < num_frames={num_frames}, got {overlap}"
+        )
     video: torch.Tensor | None = None
     for _ in range(segment_count(total_frames, num_frames, overlap)):
         extra = {}
@@ -49,9 +52,7 @@ def generate_long_video(
             if pipe.is_inpaint_model:
                 extra["head_frames"] = head
             else:
-                param = next(pipe.vae.parameters())
-                latents = pipe.vae.encode(head[None].to(param.device, param.dtype)).latent_dist.mode()
-                extra["known_latents"] = latents * pipe.vae.config.scaling_factor
+                extra["known_latents"] = pipe.vae.encode_latents(head[None])
         segment = pipe(
             prompt, num_frames=num_frames, generator=generator, output_type="pt", **kwargs, **extra
         ).frames.cpu()

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.shape_rule import ShapeRule
+
 MEMORY_MODES = ("none", "model_cpu_offload", "sequential_cpu_offload", "model_cpu_offload_and_qfloat8")
 
 
@@ -95,6 +97,7 @@ def estimate_peak_memory(
     cfg: bool = True,
     decode_slice_latents: int = 1,
     linear_share: float = 0.95,  # share of transformer parameters in linear weights (fp8 mode)
+    rule: ShapeRule | None = None,  # the model's frame / size rule (`pipe.shape_rule`); None: 1 + 4k, 16 px
 ) -> MemoryEstimate:
     """Predicted peak GPU memory (GB) of one generation.
 
@@ -104,8 +107,9 @@ def estimate_peak_memory(
     if mode not in MEMORY_MODES:
         raise ValueError(f"unknown GPU memory mode {mode!r}; choose from {MEMORY_MODES}")
     gb = 1 / 2**30
-    latent_frames = 1 + (num_frames - 1) // 4
-    tokens = (2 if cfg else 1) * latent_frames * (height // 16) * (width // 16)
+    rule = rule or ShapeRule()
+    tokens_per_frame = (height // rule.size_multiple) * (width // rule.size_multiple)
+    tokens = (2 if cfg else 1) * rule.latent_frames(num_frames) * tokens_per_frame
     te = text_encoder_params * dtype_bytes * gb
     tr_bytes = transformer_params * dtype_bytes
     if mode == "model_cpu_offload_and_qfloat8":
@@ -113,7 +117,14 @@ def estimate_peak_memory(
     tr = tr_bytes * gb
     vae = vae_params * dtype_bytes * gb
     act = tokens * width_dim * TRANSFORMER_ACT_FACTOR * dtype_bytes * gb
-    decode = VAE_DECODE_BYTES_PER_PIXEL_FRAME * (4 * decode_slice_latents) * height * width * dtype_bytes * gb
+    decode = (
+        VAE_DECODE_BYTES_PER_PIXEL_FRAME
+        * (rule.temporal_ratio * decode_slice_latents)
+        * height
+        * width
+        * dtype_bytes
+        * gb
+    )
     if mode == "none":
         peak = te + tr + vae + max(act, decode)
     elif mode == "sequential_cpu_offload":

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .. import __version__
+from .memory import MEMORY_MODES
 
 DEMO_MODEL = "models/Diffusion_Transformer/EasyAnimate-demo"
 
@@ -29,9 +30,15 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=25, help="denoising steps")
     p.add_argument("--guidance-scale", type=float, default=6.0, help="CFG scale; <= 1 disables guidance")
     p.add_argument("--seed", type=int, default=43, help="random seed (same seed, same video)")
-    p.add_argument("--height", type=int, default=None, help="pixels, a multiple of 16 (default: the model's)")
-    p.add_argument("--width", type=int, default=None, help="pixels, a multiple of 16 (default: the model's)")
-    p.add_argument("--num-frames", type=int, default=17, help="1 + 4k frames; 1 makes an image")
+    size_help = "pixels, a multiple of the model's VAE ratio x patch size (16 for XL/2, 8 for the demo; default: the model's)"
+    p.add_argument("--height", type=int, default=None, help=size_help)
+    p.add_argument("--width", type=int, default=None, help=size_help)
+    p.add_argument(
+        "--num-frames",
+        type=int,
+        default=17,
+        help="1 + rk frames for the VAE's temporal ratio r (4; the demo VAE's 2); 1 makes an image",
+    )
     p.add_argument("--fps", type=int, default=8, help="frames per second of the saved mp4")
     p.add_argument("--lora", default=None, help="LoRA safetensors (models/Personalized_Model/...)")
     p.add_argument("--lora-weight", type=float, default=0.55, help="LoRA strength")
@@ -39,7 +46,7 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--gpu-memory-mode",
         default="none",
-        choices=["none", "model_cpu_offload", "sequential_cpu_offload", "model_cpu_offload_and_qfloat8"],
+        choices=list(MEMORY_MODES),
         help="trade speed for GPU memory",
     )
     p.add_argument("--output-dir", default="samples/easyanimate-videos", help="where mp4 + sidecar JSON go")
@@ -47,28 +54,23 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def load_pipeline(args: argparse.Namespace):
-    from .adapters import load_lora, load_motion_module
-    from .memory import apply_memory_mode
-    from .pipeline_easyanimate import EasyAnimatePipeline
+    from .loading import load_pipeline as load
 
-    if not os.path.isfile(os.path.join(args.model, "model_index.json")):
-        if os.path.normpath(args.model) == os.path.normpath(DEMO_MODEL):
-            raise FileNotFoundError(
-                f"the demo model is missing: {DEMO_MODEL} has no model_index.json; restore it with "
-                "`git checkout models/` or rebuild it with `bash scripts/train_demo.sh`, or pass --model"
-            )
-        raise FileNotFoundError(f"{args.model} is not a pipeline folder (no model_index.json)")
-    cuda = torch.cuda.is_available()
-    dtype = torch.bfloat16 if cuda else torch.float32
-    pipe = EasyAnimatePipeline.from_pretrained(args.model, torch_dtype=dtype)
-    if args.sampler:
-        pipe.set_sampler(args.sampler)
-    if args.motion_module:
-        load_motion_module(pipe, args.motion_module)
-    if args.lora:
-        load_lora(pipe, args.lora, args.lora_weight)
-    apply_memory_mode(pipe, args.gpu_memory_mode, "cuda" if cuda else "cpu")
-    return pipe
+    if not os.path.isfile(os.path.join(args.model, "model_index.json")) and os.path.normpath(
+        args.model
+    ) == os.path.normpath(DEMO_MODEL):
+        raise FileNotFoundError(
+            f"the demo model is missing: {DEMO_MODEL} has no model_index.json; restore it with "
+            "`git checkout models/` or rebuild it with `bash scripts/train_demo.sh`, or pass --model"
+        )
+    return load(
+        args.model,
+        sampler=args.sampler,
+        motion_module=args.motion_module,
+        lora=args.lora,
+        lora_weight=args.lora_weight,
+        memory_mode=args.gpu_memory_mode,
+    )
 
 
 def next_stem(directory: str) -> str:

@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 
-from ..training.config import ConfigError, load_config
+from ..config import ConfigError, load_config
 from .config import PreprocessConfig
 
 

@@ -29,7 +29,7 @@ def cache_key(cfg, data_kind: str) -> dict:
     d = cfg.data
     return {
         "data_kind": data_kind,
-        "pipeline": os.path.abspath(cfg.pipeline),
+        "pipeline": os.path.abspath(cfg.model.pipeline),
         "format": d.format,
         "meta": os.path.abspath(d.meta) if d.meta else None,
         "root": os.path.abspath(d.root) if d.root else None,
@@ -39,7 +39,7 @@ def cache_key(cfg, data_kind: str) -> dict:
         "token_base_frames": d.token_base_frames,
         "max_frames": d.max_frames,
         "frame_stride": d.frame_stride,
-        "max_text_length": cfg.max_text_length,
+        "max_text_length": cfg.model.max_text_length,
     }
 
 
@@ -125,3 +125,23 @@ def collate_cached(samples: list[dict]) -> dict:
     if "caption" in samples[0]:
         out["captions"] = [s["caption"] for s in samples]
     return {**out, "index": [s["index"] for s in samples], "skipped": []}
+
+
+def precompute_run(cfg) -> tuple[int, int]:
+    """What `scripts/precompute.py` does: the run's records at its buckets, through its pipeline's VAE and
+    text encoder, into `cfg.data.latent_cache`. Returns (written, records)."""
+    from ..models.loading import transformer_patch_size
+    from ..models.shape_rule import ShapeRule
+    from ..models.slice_vae import SliceVAE
+    from ..models.text_encoder import load_text_encoder
+    from .data import build_data
+    from .strategies import strategy_of
+
+    kind = strategy_of(cfg).data
+    vae = SliceVAE.from_pretrained(os.path.join(cfg.model.pipeline, "vae")).eval()
+    source = cfg.model.transformer or os.path.join(cfg.model.pipeline, "transformer")
+    patch = transformer_patch_size(source, **cfg.model.transformer_options)
+    shape = ShapeRule(vae.temporal_compression_ratio, vae.spatial_compression_ratio * patch)
+    records, sampler = build_data(cfg, kind, shape)
+    text = load_text_encoder(cfg.model.pipeline, max_length=cfg.model.max_text_length)
+    return precompute(cfg, kind, records, sampler, vae, text, cfg.data.latent_cache), len(records)

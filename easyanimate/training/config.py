@@ -1,151 +1,144 @@
-"""Typed run configs: dataclasses loaded from YAML, every key one field, unknown keys rejected.
+"""The typed config of a DiT training run (`scripts/train.py --config config/train_*.yaml key=value ...`).
 
-`load_config(MyConfig, "config/x.yaml", ["loss.kl_weight=1e-5", "max_steps=10"])` reads the YAML, applies
-command-line overrides (dotted keys, values parsed as YAML scalars), checks every value's type and returns
-the dataclass. Errors name the key and the file.
+One section per concern, as LTX-Video-Trainer lays its configs out: `model` (what is loaded and trained),
+`objective`, `data`, `masks` (inpaint), `optimization`, `checkpointing`, `validation`, `logging`, `lora`.
+Overrides are dotted: `optimization.max_steps=10 data.batch_size=4 validation.steps=0`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any
 
-import yaml
-
-T = TypeVar("T")
+from ..data.formats import FORMATS
+from ..data.masks import MaskConfig
+from ..diffusion.objectives import OBJECTIVES
+from .strategies import MODES
 
 
-class ConfigError(ValueError):
-    """A config key is unknown, missing or of the wrong type."""
+@dataclass
+class ModelConfig:
+    pipeline: str = (
+        "models/Diffusion_Transformer/EasyAnimate-demo"  # vae/, text_encoder/, tokenizer/ (+ transformer/)
+    )
+    transformer: str | None = None  # preset name, PixArt folder or our transformer folder; None: pipeline's
+    transformer_options: dict[str, Any] = field(default_factory=dict)  # e.g. motion_module_mode: hybrid
+    trainable_prefixes: list[str] | None = None  # override the mode's choice by parameter-name prefix
+    frozen_prefixes: list[str] | None = None
+    max_text_length: int = 120
+    train_text_encoder: bool = False  # t2i / t2v: train the (small) text encoder with the DiT
+    gradient_checkpointing: bool = False
+    motion_module_export: str | None = None  # also write the motion modules here (models/Motion_Module/x)
 
 
-def _check_value(key: str, value: Any, hint: Any) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _check_value(key, value, arg)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of {hint}")
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return from_dict(hint, value, prefix=f"{key}.")
-    if origin in (list, tuple, Sequence):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        item = args[0] if args else Any
-        checked = [_check_value(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
-        return tuple(checked) if origin is tuple else checked
-    if origin in (dict, Mapping):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if hint is Any:
-        return value
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):
-        try:  # YAML 1.1 reads 1e-4 (no dot) as a string
-            return float(value)
-        except ValueError:
-            raise ConfigError(f"{key}: expected float, got {value!r}") from None
-    if hint is int and isinstance(value, bool):
-        raise ConfigError(f"{key}: expected int, got {value!r}")
-    if not isinstance(value, hint):
-        raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
-    return value
+@dataclass
+class ObjectiveConfig:
+    kind: str = "epsilon"  # epsilon | v_prediction | flow
+    zero_terminal_snr: bool = False
+    snr_gamma: float | None = None  # min-SNR weighting, e.g. 5.0
+    flow_shift: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in OBJECTIVES:
+            raise ValueError(f"objective.kind must be one of {OBJECTIVES}, got {self.kind!r}")
 
 
-def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
-    """Build dataclass `cls` from a mapping; unknown keys and wrong types raise `ConfigError`."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"unknown config key {prefix}{unknown[0]!s}; valid keys here: {sorted(names)}")
-    kwargs = {k: _check_value(f"{prefix}{k}", v, hints[k]) for k, v in data.items()}
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as err:  # a required field without a default, or a __post_init__ check
-        raise ConfigError(f"{prefix or cls.__name__}: {err}") from err
+@dataclass
+class DataConfig:
+    format: str = "normal"  # normal | webvid | diffusers
+    meta: str | None = None  # metadata file (normal, webvid)
+    root: str | None = None  # dataset root (relative paths, webvid videos, diffusers folder)
+    base_size: int = 256  # bucket area base (pixels)
+    num_frames: int = (
+        17  # 1 + rk for the VAE's temporal ratio r (checked against the VAE), when no token_length
+    )
+    token_length: bool = False  # frames per bucket from the pixel-volume budget
+    token_base_frames: int = 49  # budget: base_size^2 x token_base_frames
+    max_frames: int | None = None
+    frame_stride: int = 1
+    random_crop: bool = True  # False: centre crops and centred frame windows (what a latent cache holds)
+    batch_size: int = 2
+    num_workers: int = 0
+    caption_dropout: float = 0.1
+    latent_cache: str | None = None  # read VAE latents + text features made by scripts/precompute.py
+    cache_text_features: bool = True  # each caption encoded once per run (not when the encoder trains)
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"data.format must be one of {FORMATS}, got {self.format!r}")
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    node = tree
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {dotted}: {part} is not a section")
-    node[parts[-1]] = value
+@dataclass
+class OptimizationConfig:
+    max_steps: int = 1000
+    learning_rate: float = 1e-4
+    lr_scheduler: str = "constant_with_warmup"  # any diffusers.optimization schedule name
+    lr_warmup_steps: int = 0
+    weight_decay: float = 0.01
+    use_8bit_adam: bool = False
+    max_grad_norm: float = 1.0
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    ema_decay: float | None = None  # e.g. 0.999; None: no EMA
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ValueError(
+                f"optimization.mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}"
+            )
 
 
-def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
-    tree: dict[str, Any] = {}
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not key=value")
-        key, raw = item.split("=", 1)
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
-    return tree
+@dataclass
+class CheckpointingConfig:
+    steps: int = 500  # a checkpoint every this many steps (and at the end)
+    total_limit: int = 3  # keep the newest this many
+    resume_from: str | None = None  # "latest" or a checkpoint folder
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
-    return out
+@dataclass
+class ValidationConfig:
+    steps: int = 500
+    prompts: list[str] = field(default_factory=lambda: ["a red circle moving right on a gray background"])
+    num_frames: int = 17
+    size: int | None = None  # pixels; None: data.base_size
+    inference_steps: int = 20
+    sampler: str | None = None  # None: the objective's default (DPM++, Flow for flow)
+    fps: int = 8
 
 
-def load_config(cls: type[T], path: str | None = None, overrides: Sequence[str] = ()) -> T:
-    data: dict[str, Any] = {}
-    if path:
-        with open(path) as fh:
-            loaded = yaml.safe_load(fh) or {}
-        if not isinstance(loaded, Mapping):
-            raise ConfigError(f"{path}: the top level must be a mapping of keys")
-        data = dict(loaded)
-    data = _merge(data, parse_overrides(overrides))
-    try:
-        return from_dict(cls, data)
-    except ConfigError as err:
-        raise ConfigError(f"{path or 'config'}: {err}") from err
+@dataclass
+class LoggingConfig:
+    steps: int = 10
+    sample_indices: bool = False  # each process appends the record indices it trained on (data audit)
 
 
-def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+@dataclass
+class LoraSettings:
+    rank: int = 8
+    alpha: float = 8.0
+    include_motion_modules: bool = False  # lora mode: also adapt the motion modules' attention
 
 
-def save_config(config: Any, path: str) -> None:
-    with open(path, "w") as fh:
-        yaml.safe_dump(to_dict(config), fh, sort_keys=False)
+@dataclass
+class TrainConfig:
+    output_dir: str = "outputs/train"
+    mode: str = "t2v"  # t2i | t2v | lora | motion_lora | inpaint
+    t2v_stage: int = 2  # 1 images (DiT), 2 motion modules, 3 whole DiT
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    masks: MaskConfig = field(default_factory=MaskConfig)  # inpaint mask probabilities by kind
+    optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
+    checkpointing: CheckpointingConfig = field(default_factory=CheckpointingConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
 
-
-def config_from_cli(cls: type[T], description: str, argv: Sequence[str] | None = None) -> T | None:
-    """`--config YAML` plus `key=value` overrides for a run script; prints a one-line error and returns None
-    when the config is bad (the script then exits 2)."""
-    import argparse
-    import logging
-    import sys
-
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=None, help="run YAML")
-    p.add_argument("overrides", nargs="*", help="key=value overrides (dotted for sections)")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return load_config(cls, args.config, args.overrides)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return None
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.mode == "t2v" and self.t2v_stage not in (1, 2, 3):
+            raise ValueError(f"t2v_stage must be 1, 2 or 3, got {self.t2v_stage}")
+        if self.model.train_text_encoder and self.mode not in ("t2i", "t2v"):
+            raise ValueError(f"train_text_encoder applies to t2i and t2v, not mode {self.mode!r}")

@@ -12,6 +12,7 @@ from typing import Any
 import gradio as gr
 
 from ..diffusion.samplers import SAMPLERS
+from ..models.shape_rule import ShapeRule
 from .controller import Controller, UIError
 
 SHARED = [
@@ -22,6 +23,7 @@ SHARED = [
 
 def build_app(controller: Controller, default_size: int = 256, default_frames: int = 17) -> gr.Blocks:
     bases = controller.base_models()
+    rule = controller.shape_rule(bases[0]) if bases else ShapeRule()  # the labels show the first model's rule
     with gr.Blocks(title="EasyAnimate") as demo:
         gr.Markdown("# EasyAnimate\nGenerate videos from text, images or videos.")
         with gr.Row():
@@ -36,9 +38,10 @@ def build_app(controller: Controller, default_size: int = 256, default_frames: i
             seed = gr.Number(value=43, precision=0, label="Seed")
             dice = gr.Button("Random seed", size="sm")
         with gr.Row():
-            width = gr.Number(value=default_size, precision=0, label="Width")
-            height = gr.Number(value=default_size, precision=0, label="Height")
-            frames = gr.Number(value=default_frames, precision=0, label="Frames (1 + 4k)")
+            size_info = f"a multiple of {rule.size_multiple} for {bases[0] if bases else 'this model'}"
+            width = gr.Number(value=default_size, precision=0, label="Width", info=size_info)
+            height = gr.Number(value=default_size, precision=0, label="Height", info=size_info)
+            frames = gr.Number(value=default_frames, precision=0, label=f"Frames ({rule.frames_text})")
             fps = gr.Number(value=8, precision=0, label="FPS")
         negative = gr.Textbox(label="Negative prompt", value="")
         shared = [

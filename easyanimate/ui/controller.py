@@ -16,6 +16,9 @@ import numpy as np
 import torch
 
 from ..diffusion.samplers import SAMPLERS
+from ..models.loading import pipeline_shape_rule
+from ..models.shape_rule import ShapeRule
+from ..pipeline.memory import MEMORY_MODES
 
 NONE = "none"
 
@@ -31,9 +34,13 @@ class Controller:
         output_dir: str = "samples/easyanimate-videos",
         max_frames: int = 145,
         max_side: int = 1024,
+        memory_mode: str = "none",
     ):
+        if memory_mode not in MEMORY_MODES:
+            raise ValueError(f"unknown GPU memory mode {memory_mode!r}; choose from {MEMORY_MODES}")
         self.model_root = os.path.abspath(model_root)
         self.output_dir, self.max_frames, self.max_side = output_dir, max_frames, max_side
+        self.memory_mode = memory_mode
         self._pipe = None
         self._loaded: dict[str, Any] = {}
         self._lock = threading.Lock()  # one generation at a time (the gradio queue also enforces it)
@@ -82,16 +89,20 @@ class Controller:
 
     # ------------------------------------------------------------------------------------------- checks
 
+    def shape_rule(self, base: str) -> ShapeRule:
+        """The frame / size rule of a listed base model, read from its configs (no weights loaded)."""
+        return pipeline_shape_rule(self.resolve("Diffusion_Transformer", base))
+
     def validate(
-        self, width: int, height: int, frames: int, steps: int, guidance: float, factor: int = 16
+        self, width: int, height: int, frames: int, steps: int, guidance: float, rule: ShapeRule
     ) -> None:
         for name, value in (("width", width), ("height", height)):
-            if value is None or value <= 0 or value % factor:
-                raise UIError(f"{name} must be a positive multiple of {factor}, got {value}")
+            if value is None or not rule.size_ok(value):
+                raise UIError(f"{name} must be a positive multiple of {rule.size_multiple}, got {value}")
             if value > self.max_side:
                 raise UIError(f"{name} {value} is above this server's limit of {self.max_side}")
-        if frames is None or frames < 1 or (frames - 1) % 4:
-            raise UIError(f"frames must be 1 + 4k (1, 5, 9, ..., 49), got {frames}")
+        if frames is None or not rule.frames_ok(frames):
+            raise UIError(f"frames must be {rule.frames_text}, got {frames}")
         if frames > self.max_frames:
             raise UIError(f"{frames} frames is above this server's limit of {self.max_frames}")
         if steps is None or steps < 1 or steps > 200:
@@ -104,7 +115,7 @@ class Controller:
     def pipeline(self, base: str, motion: str, lora: str, lora_weight: float, sampler: str):
         """The pipeline for this selection; models are loaded or swapped only when the selection changes."""
         from ..pipeline.adapters import load_lora, load_motion_module, unload_loras
-        from ..pipeline.pipeline_easyanimate import EasyAnimatePipeline
+        from ..pipeline.loading import load_pipeline
 
         base_path = self.resolve("Diffusion_Transformer", base)
         motion_path = self.resolve("Motion_Module", motion)
@@ -114,11 +125,7 @@ class Controller:
         if self._loaded.get("base") != base_path or (
             self._loaded.get("motion") and motion_path != self._loaded["motion"]
         ):
-            cuda = torch.cuda.is_available()
-            pipe = EasyAnimatePipeline.from_pretrained(
-                base_path, torch_dtype=torch.bfloat16 if cuda else torch.float32
-            )
-            self._pipe = pipe.to("cuda" if cuda else "cpu")
+            self._pipe = load_pipeline(base_path, memory_mode=self.memory_mode)
             self._loaded = {
                 "base": base_path,
                 "motion": None,
@@ -149,7 +156,8 @@ class Controller:
         from ..pipeline.predict import save_outputs
 
         s = settings
-        self.validate(s["width"], s["height"], s["frames"], s["steps"], s["guidance"])
+        rule = self.shape_rule(s["base_model"])
+        self.validate(s["width"], s["height"], s["frames"], s["steps"], s["guidance"], rule)
         if not (s.get("prompt") or "").strip():
             raise UIError("write a prompt first")
         with self._lock:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...models.slice_vae import preset_shape_rule
+
 
 @dataclass
 class VAEDataConfig:
     root: str = "datasets/demo"  # a folder of videos and/or images
-    num_frames: int = 17  # 1 + 4k
-    size: int = 64  # square crops, multiple of 8
+    num_frames: int = 17  # 1 + rk for the VAE's temporal ratio r (4; the demo preset's 2)
+    size: int = 64  # square crops, a multiple of the VAE's spatial ratio
     frame_stride: int = 1
     batch_size: int = 1
     image_ratio: float = 0.25  # share of steps that train on single images
@@ -59,5 +61,6 @@ class VAETrainConfig:
             raise ValueError(f"stage must be 1 or 2, got {self.stage}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
-        if (self.data.num_frames - 1) % 4:
-            raise ValueError(f"data.num_frames must be 1 + 4k, got {self.data.num_frames}")
+        rule = preset_shape_rule(self.model)  # a folder's rule is checked when the trainer loads it
+        if rule is not None:
+            rule.check_frames(self.data.num_frames, "data.num_frames")

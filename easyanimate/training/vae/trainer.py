@@ -15,40 +15,22 @@ import os
 from typing import Any
 
 import torch
-from accelerate import Accelerator
-from accelerate.state import AcceleratorState
-from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ...data.folder import MediaFolder, StepBatches
+from ...data.video_io import save_video_tensor
 from ...eval.metrics import psnr, ssim
-from ...models.slice_vae import VAE_PRESETS, SliceVAE, build_vae
-from ...utils.video import save_video_tensor
-from ..checkpoint import load_checkpoint, resolve_resume, save_checkpoint
-from ..config import save_config
+from ...models.loading import load_vae
+from ...models.slice_vae import SliceVAE
 from ..randomness import step_generator
+from ..scaffold import RunScaffold
 from .config import VAETrainConfig
 from .discriminator import PatchDiscriminator3D
 from .losses import VGGFeatureLoss, generator_adv_loss, hinge_d_loss, kl_loss
 
 logger = logging.getLogger(__name__)
-
-
-def load_vae(model: str, options: dict[str, Any] | None = None) -> SliceVAE:
-    """A preset name (fresh weights, `options` overriding the preset) or a folder (SliceVAE /
-    AutoencoderKLMagvit, or a pipeline with vae/)."""
-    if model in VAE_PRESETS:
-        return build_vae(model, **(options or {}))
-    if options:
-        raise ValueError(f"model_options apply to a preset only; {model!r} is a folder")
-    folder = os.path.join(model, "vae") if os.path.isdir(os.path.join(model, "vae")) else model
-    if not os.path.isfile(os.path.join(folder, "config.json")):
-        raise FileNotFoundError(
-            f"model {model!r} is neither a VAE preset {sorted(VAE_PRESETS)} nor a VAE folder"
-        )
-    return SliceVAE.from_pretrained(folder)
 
 
 def encoder_digest(vae: SliceVAE) -> str:
@@ -91,32 +73,26 @@ def validate(vae: SliceVAE, clip: torch.Tensor, path: str, fps: int) -> dict[str
 
 
 def train_vae(cfg: VAETrainConfig) -> dict[str, Any]:
-    # accelerate keeps one global state per process; a second run (notebook, tests) may use another precision.
-    # The distributed PartialState is kept.
-    AcceleratorState._reset_state()
-    accelerator = Accelerator(
+    run = RunScaffold(
+        cfg,
+        cfg.output_dir,
+        seed=cfg.seed,
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        log_with="tensorboard",
-        project_dir=cfg.output_dir,
+        max_steps=cfg.max_steps,
+        checkpoint_every=cfg.checkpointing_steps,
+        keep=cfg.checkpoints_total_limit,
+        resume_from=cfg.resume_from_checkpoint,
     )
-    main = accelerator.is_main_process
-    logger.info(
-        "process %d of %d (%s) on %s, mixed precision %s",
-        accelerator.process_index,
-        accelerator.num_processes,
-        accelerator.distributed_type,
-        accelerator.device,
-        accelerator.mixed_precision,
-    )
-    if main:
-        os.makedirs(cfg.output_dir, exist_ok=True)
-        save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
-    accelerator.init_trackers("tensorboard")  # logs in <output_dir>/tensorboard
-    set_seed(cfg.seed)
+    accelerator, main = run.accelerator, run.main
 
     # model and what trains
     vae = load_vae(cfg.model, cfg.model_options)
+    vae.shape_rule.check_frames(cfg.data.num_frames, "data.num_frames")
+    if not vae.shape_rule.size_ok(cfg.data.size):
+        raise ValueError(
+            f"data.size must be a multiple of {vae.shape_rule.size_multiple}, got {cfg.data.size}"
+        )
     vae.set_slicing(encode_frames=cfg.encode_slice_frames, decode_latents=cfg.decode_slice_latents)
     if cfg.gradient_checkpointing:
         vae.enable_gradient_checkpointing()
@@ -156,11 +132,7 @@ def train_vae(cfg: VAETrainConfig) -> dict[str, Any]:
     val_clip = folder.validation_clip().to(accelerator.device) if main else None
 
     # resume
-    start = 0
-    resume = resolve_resume(cfg.output_dir, cfg.resume_from_checkpoint)
-    if resume:
-        start = load_checkpoint(accelerator, resume)["step"]
-        logger.info("resumed from %s at step %d", resume, start)
+    start = run.resume().get("step", 0)
     digest = encoder_digest(vae) if cfg.stage == 2 else None
 
     loader = DataLoader(
@@ -195,11 +167,7 @@ def train_vae(cfg: VAETrainConfig) -> dict[str, Any]:
                     g_adv = generator_adv_loss(disc(rec))
                     loss = loss + losses.disc_weight * g_adv
                     logs["g_adv"] = g_adv.item()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"non-finite VAE loss at step {step} ({logs}); no update was applied, "
-                    f"the last checkpoint in {cfg.output_dir} is intact"
-                )
+            run.check_finite(loss, step, logs, what="VAE loss")
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -218,19 +186,12 @@ def train_vae(cfg: VAETrainConfig) -> dict[str, Any]:
         done = step + 1
         bar.update(1)
         bar.set_postfix(loss=f"{logs['loss']:.4f}", kind=batch["kind"])
-        if done % cfg.log_steps == 0 or done == cfg.max_steps:
+        if run.due(done, cfg.log_steps):
             accelerator.log(
                 {f"train/{k}": v for k, v in logs.items()} | {"data/skipped": folder.num_skipped}, step=done
             )
-        if done % cfg.checkpointing_steps == 0 or done == cfg.max_steps:
-            save_checkpoint(
-                accelerator,
-                cfg.output_dir,
-                done,
-                {"skipped": folder.num_skipped},
-                cfg.checkpoints_total_limit,
-            )
-        if main and (done % cfg.validation_steps == 0 or done == cfg.max_steps):
+        run.checkpoint(done, lambda: {"skipped": folder.num_skipped})
+        if main and run.due(done, cfg.validation_steps):
             path = os.path.join(cfg.output_dir, "validation", f"step-{done:08d}.mp4")
             metrics = validate(vae, val_clip, path, cfg.fps)
             accelerator.log(metrics, step=done)
@@ -243,5 +204,5 @@ def train_vae(cfg: VAETrainConfig) -> dict[str, Any]:
         raise RuntimeError("stage 2 changed the encoder; it must stay frozen")
     if main:
         vae.save_pretrained(final_dir)
-    accelerator.end_training()
+    run.finish()
     return {"history": history, "skipped": dict(folder.skipped), "final_dir": final_dir, "start_step": start}

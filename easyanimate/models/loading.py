@@ -1,0 +1,79 @@
+"""Load a transformer or a VAE from whatever a user names: a preset (fresh weights) or a folder.
+
+A transformer folder is ours (VideoTransformer3DModel) or diffusers' PixArt-alpha (mapped by `from_pixart`),
+told apart by the class named in its `config.json`; a VAE folder is a SliceVAE / AutoencoderKLMagvit, or a
+pipeline folder holding `vae/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import torch
+
+from .presets import TRANSFORMER_PRESETS, build_transformer
+from .shape_rule import ShapeRule
+from .slice_vae import VAE_PRESETS, SliceVAE, build_vae, config_shape_rule
+from .transformer3d import VideoTransformer3DModel
+
+PIXART_CLASSES = ("PixArtTransformer2DModel", "Transformer2DModel")
+
+
+def load_transformer(
+    source: str, caption_channels: int | None = None, **options: Any
+) -> VideoTransformer3DModel:
+    """A preset (fresh; `caption_channels` sizes its caption projection), a PixArt-alpha folder or one of our
+    transformer folders. `options`: preset overrides, or the motion layout to give a loaded model."""
+    if source in TRANSFORMER_PRESETS:
+        extra = {} if caption_channels is None else {"caption_channels": caption_channels}
+        return build_transformer(source, **{**extra, **options})
+    config_path = os.path.join(source, "config.json")
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(
+            f"transformer {source!r} is neither a preset {sorted(TRANSFORMER_PRESETS)} nor a folder"
+        )
+    with open(config_path) as fh:
+        class_name = json.load(fh).get("_class_name")
+    if class_name in PIXART_CLASSES:
+        return VideoTransformer3DModel.from_pixart(source, **options)
+    model = VideoTransformer3DModel.from_pretrained(source)
+    if options:
+        model.set_motion_layout(**options)
+    return model
+
+
+def load_vae(model: str, options: dict[str, Any] | None = None) -> SliceVAE:
+    """A preset name (fresh weights, `options` overriding the preset) or a folder (SliceVAE /
+    AutoencoderKLMagvit, or a pipeline with vae/)."""
+    if model in VAE_PRESETS:
+        return build_vae(model, **(options or {}))
+    if options:
+        raise ValueError(f"model_options apply to a preset only; {model!r} is a folder")
+    folder = os.path.join(model, "vae") if os.path.isdir(os.path.join(model, "vae")) else model
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise FileNotFoundError(
+            f"model {model!r} is neither a VAE preset {sorted(VAE_PRESETS)} nor a VAE folder"
+        )
+    return SliceVAE.from_pretrained(folder)
+
+
+def transformer_patch_size(source: str, **options: Any) -> int:
+    """The patch size of what `load_transformer(source, **options)` would build, without loading weights."""
+    if "patch_size" in options:
+        return int(options["patch_size"])
+    if source in TRANSFORMER_PRESETS:
+        with torch.device("meta"):  # shapes only: instant even for XL/2
+            return int(build_transformer(source).config.patch_size)
+    with open(os.path.join(source, "config.json")) as fh:
+        return int(json.load(fh).get("patch_size", 2))
+
+
+def pipeline_shape_rule(folder: str) -> ShapeRule:
+    """The frame / size rule of a pipeline folder (its VAE's ratios x its transformer's patch), read from the
+    configs alone: the web UI checks a request before it loads any weights."""
+    with open(os.path.join(folder, "vae", "config.json")) as fh:
+        vae = config_shape_rule(json.load(fh))
+    patch = transformer_patch_size(os.path.join(folder, "transformer"))
+    return ShapeRule(vae.temporal_ratio, vae.size_multiple * patch)

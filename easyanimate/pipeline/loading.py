@@ -1,0 +1,41 @@
+"""Load a pipeline folder the way the CLIs and the web UI do: dtype for the device, sampler, adapters, memory mode."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .adapters import load_lora, load_motion_module
+from .memory import apply_memory_mode
+from .pipeline_easyanimate import EasyAnimatePipeline
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_pipeline(
+    model: str,
+    sampler: str | None = None,
+    motion_module: str | None = None,
+    lora: str | None = None,
+    lora_weight: float = 1.0,
+    memory_mode: str = "none",
+    device: str | None = None,
+) -> EasyAnimatePipeline:
+    """A pipeline folder (`model_index.json`) in bf16 on a GPU and fp32 on CPU, with the sampler swapped, motion
+    modules and a LoRA loaded, and a GPU memory mode applied (`memory.MEMORY_MODES`)."""
+    if not os.path.isfile(os.path.join(model, "model_index.json")):
+        raise FileNotFoundError(f"{model} is not a pipeline folder (no model_index.json)")
+    device = device or default_device()
+    dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    pipe = EasyAnimatePipeline.from_pretrained(model, torch_dtype=dtype)
+    if sampler:
+        pipe.set_sampler(sampler)
+    if motion_module:
+        load_motion_module(pipe, motion_module)
+    if lora:
+        load_lora(pipe, lora, lora_weight)
+    apply_memory_mode(pipe, memory_mode, device)
+    return pipe

@@ -1,0 +1,101 @@
+"""What every trainer (DiT, VAE) does around its step: accelerator set-up, resume, NaN guard, cadence.
+
+run = RunScaffold(cfg, cfg.output_dir, seed=..., mixed_precision=..., gradient_accumulation_steps=...,
+                  max_steps=..., checkpoint_every=..., keep=..., resume_from=...)
+state = run.resume()                         # {} for a fresh run, else the saved trainer state
+... run.check_finite(loss, step, logs) ... run.checkpoint(step, state) ... run.finish()
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import set_seed
+
+from ..config import save_config
+from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+
+logger = logging.getLogger(__name__)
+
+
+def is_due(step: int, every: int, max_steps: int) -> bool:
+    """Every `every` steps and at the last step; `every <= 0` means at the last step only."""
+    return step == max_steps or (every > 0 and step % every == 0)
+
+
+class RunScaffold:
+    def __init__(
+        self,
+        config: Any,
+        output_dir: str,
+        *,
+        seed: int,
+        mixed_precision: str,
+        gradient_accumulation_steps: int,
+        max_steps: int,
+        checkpoint_every: int,
+        keep: int,
+        resume_from: str | None,
+    ):
+        # accelerate keeps one global state per process; a second run in it (tests, notebooks) may use another
+        # precision. The distributed PartialState is kept.
+        AcceleratorState._reset_state()
+        self.accelerator = Accelerator(
+            mixed_precision=mixed_precision,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            log_with="tensorboard",
+            project_dir=output_dir,
+        )
+        acc = self.accelerator
+        self.main, self.device, self.rank = acc.is_main_process, acc.device, acc.process_index
+        self.output_dir, self.max_steps = output_dir, max_steps
+        self.checkpoint_every, self.keep, self.resume_from = checkpoint_every, keep, resume_from
+        logger.info(
+            "process %d of %d (%s) on %s, mixed precision %s",
+            self.rank,
+            acc.num_processes,
+            acc.distributed_type,
+            self.device,
+            acc.mixed_precision,
+        )
+        os.makedirs(output_dir, exist_ok=True)
+        if self.main:
+            save_config(config, os.path.join(output_dir, "config.yaml"))
+        acc.init_trackers("tensorboard")  # logs in <output_dir>/tensorboard
+        set_seed(seed)
+
+    def resume(self) -> dict[str, Any]:
+        """Load the checkpoint asked for (accelerate state); its trainer state, or {} for a fresh run."""
+        path = resolve_resume(self.output_dir, self.resume_from)
+        if not path:
+            return {}
+        state = load_checkpoint(self.accelerator, path)
+        logger.info("resumed from %s at step %d", path, state["step"])
+        return state
+
+    def check_finite(self, loss: torch.Tensor, step: int, details: Any = None, what: str = "loss") -> None:
+        """Stop before a non-finite loss updates anything: the last checkpoint stays the good one."""
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite {what} at step {step} ({details if details is not None else loss.item()}); "
+                f"no update was applied, the last checkpoint in {self.output_dir} is intact"
+            )
+
+    def due(self, step: int, every: int) -> bool:
+        return is_due(step, every, self.max_steps)
+
+    def checkpoint(self, step: int, state: Callable[[], dict[str, Any]]) -> str | None:
+        """Write a checkpoint when one is due (every `checkpoint_every` steps and at the end); `state()` gives
+        the trainer state to record (called on every process only then: it may gather)."""
+        if not self.due(step, self.checkpoint_every):
+            return None
+        return save_checkpoint(self.accelerator, self.output_dir, step, state(), self.keep)
+
+    def finish(self) -> None:
+        self.accelerator.end_training()
