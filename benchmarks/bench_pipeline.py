@@ -17,10 +17,9 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 from common import print_table, write_results  # noqa: E402
-from conftest import CAPTIONS  # noqa: E402
 
+from easyanimate.data.synthetic import all_captions  # noqa: E402
 from easyanimate.models import build_transformer, build_vae  # noqa: E402
 from easyanimate.models.text_encoder import build_caption_tokenizer, build_tiny_t5_encoder  # noqa: E402
 from easyanimate.pipeline import EasyAnimatePipeline, get_scheduler  # noqa: E402
@@ -29,7 +28,7 @@ from easyanimate.pipeline.memory import MEMORY_MODES, estimate_peak_memory  # no
 
 def overhead(args) -> dict:
     torch.manual_seed(0)
-    tok = build_caption_tokenizer(CAPTIONS, 128)
+    tok = build_caption_tokenizer(all_captions(), 128)
     transformer = build_transformer(
         "EasyAnimate-S/2", caption_channels=32, sample_size=args.latent, num_layers=args.layers
     ).eval()

@@ -15,11 +15,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 from common import print_table, write_results  # noqa: E402
-from raw_videos import make_raw_videos  # noqa: E402
 
 from easyanimate.config import load_config  # noqa: E402
+from easyanimate.data.synthetic_raw import make_raw_videos  # noqa: E402
 from easyanimate.preprocess.config import PreprocessConfig  # noqa: E402
 
 

@@ -10,41 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 
-import torch
-from safetensors.torch import load_file, save_file
-
-
-def convert_file(src: str, dst: str) -> tuple[int, int]:
-    """Returns (bytes before, bytes after)."""
-    tensors = load_file(src)
-    half = {k: v.half() if v.dtype == torch.float32 else v for k, v in tensors.items()}
-    save_file({k: v.contiguous() for k, v in half.items()}, dst, metadata={"format": "pt"})
-    return os.path.getsize(src), os.path.getsize(dst)
-
-
-def convert(src: str, dst: str) -> tuple[int, int]:
-    before = after = 0
-    tmp = dst.rstrip("/") + ".tmp"
-    if os.path.isfile(src):
-        before, after = convert_file(src, tmp)
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for root, _, files in os.walk(src):
-            out_root = os.path.join(tmp, os.path.relpath(root, src))
-            os.makedirs(out_root, exist_ok=True)
-            for name in files:
-                if name.endswith(".safetensors"):
-                    b, a = convert_file(os.path.join(root, name), os.path.join(out_root, name))
-                    before, after = before + b, after + a
-                else:
-                    shutil.copy2(os.path.join(root, name), os.path.join(out_root, name))
-    if os.path.isdir(dst):
-        shutil.rmtree(dst)
-    os.replace(tmp, dst)
-    return before, after
+from easyanimate.models.fp16 import convert_fp16
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"not found: {a.src}", file=sys.stderr)
         return 2
     os.makedirs(os.path.dirname(os.path.abspath(a.dst)), exist_ok=True)
-    before, after = convert(a.src, a.dst)
+    before, after = convert_fp16(a.src, a.dst)
     print(f"{a.dst}: {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB")
     return 0
 

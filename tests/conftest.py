@@ -10,17 +10,12 @@ import pytest
 import torch
 from diffusers import PixArtTransformer2DModel
 
+from easyanimate.data.synthetic import all_captions
 from easyanimate.models import build_transformer, build_vae
 from easyanimate.models.text_encoder import build_caption_tokenizer, build_tiny_t5_encoder
 from easyanimate.pipeline import EasyAnimatePipeline, get_scheduler
 
-CAPTIONS = [
-    f"a {c} {s} {m} on a {b} background"
-    for c in ("red", "green", "blue", "yellow", "purple", "orange")
-    for s in ("circle", "square", "triangle")
-    for m in ("moving left", "moving right", "moving up", "moving down", "standing still")
-    for b in ("gray", "white", "black")
-]
+CAPTIONS = all_captions()
 
 TINY_PIXART = dict(
     num_attention_heads=2,

@@ -272,6 +272,21 @@ def test_long_video_segments(pipe, inp_dir):
         assert video.shape == (1, 3, 21, 32, 32)
         expect = {"head_frames"} if p.is_inpaint_model else {"known_latents"}
         assert calls == [set()] + [expect] * 3
+    # continuity: segment 2 starts from segment 1's tail. Its first 5 frames are the VAE's decoding of that
+    # tail's latents (re-imposed), cross-faded with the tail itself; segment 1 comes first unchanged.
+    kwargs = dict(height=32, width=32, num_inference_steps=2)
+    long = generate_long_video(
+        pipe, PROMPT, 13, num_frames=9, overlap=5, generator=torch.Generator().manual_seed(0), **kwargs
+    )
+    first = pipe(
+        PROMPT, num_frames=9, generator=torch.Generator().manual_seed(0), output_type="pt", **kwargs
+    ).frames
+    tail = first[:, :, -5:]
+    with torch.no_grad():
+        head = ((pipe.vae.decode_latents(pipe.vae.encode_latents(tail * 2 - 1)).float() + 1) / 2).clamp(0, 1)
+    assert long.shape == (1, 3, 13, 32, 32)
+    assert torch.equal(long[:, :, :4], first[:, :, :4])
+    assert torch.allclose(long[:, :, 4:9], crossfade(tail, head), atol=1e-5)
     with pytest.raises(ValueError, match="overlap"):
         generate_long_video(pipe, PROMPT, 21, num_frames=9, overlap=4)
 
@@ -311,7 +326,22 @@ def test_motion_module_swap_changes_output(tmp_path, pipe):
     donor.save_motion_modules(str(tmp_path / "mm"))
     base = gen(pipe)
     load_motion_module(pipe, str(tmp_path / "mm"))
-    assert np.abs(gen(pipe) - base).max() > 1e-4
+    seen = []  # every motion module call of the next generation: (its inputs, its output)
+    hooks = [
+        module.register_forward_hook(lambda m, args, out, i=i: seen.append((i, args, out)))
+        for i, module in (
+            (i, pipe.transformer.motion_modules[i]) for i in pipe.transformer.motion_modules.keys()
+        )
+    ]
+    swapped = gen(pipe)
+    for h in hooks:
+        h.remove()
+    assert np.abs(swapped - base).max() > 1e-4
+    # the pipeline now computes exactly what the donor's own modules compute on the same tokens
+    assert {i for i, _, _ in seen} == set(donor.motion_modules.keys())
+    with torch.no_grad():
+        for i, args, out in seen:
+            assert torch.equal(donor.motion_modules[i](*args), out), i
 
 
 def test_fp8_weight_storage():

@@ -13,11 +13,11 @@ import time
 import numpy as np
 import pytest
 from conftest import ROOT, run_command
-from raw_videos import make_raw_videos
 
 from easyanimate.config import load_config
 from easyanimate.data.datasets import VideoDataset
 from easyanimate.data.formats import load_records
+from easyanimate.data.synthetic_raw import make_raw_videos
 from easyanimate.data.video_io import count_frames
 from easyanimate.preprocess.config import MotionFilter, OCRFilter, PreprocessConfig, QualityFilter
 from easyanimate.preprocess.filters.motion import motion_filter

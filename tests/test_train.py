@@ -368,7 +368,7 @@ def test_train_t2v_sh_as_the_readme_shows(tmp_path, base_pipeline, shapes_dir):
     args += ["validation.num_frames=5", "validation.inference_steps=2", "validation.size=32"]
     res = run_command(["sh", "scripts/train_t2v.sh", *args], timeout=600, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert os.path.isfile(tmp_path / "t2v" / "motion_module" / "motion_modules.safetensors")
+    assert os.path.isfile(tmp_path / "t2v" / "motion_module" / "diffusion_pytorch_model.safetensors")
     assert os.path.isfile(tmp_path / "t2v" / "pipeline" / "model_index.json")
 
 

@@ -226,7 +226,7 @@ def test_motion_module_transplant(tmp_path, pixart_dir):
     donor = tiny(motion_module_mode="vanilla", caption_channels=24)
     _train_motion(donor, steps=3)
     donor.save_motion_modules(str(tmp_path / "mm"))
-    assert sorted(os.listdir(tmp_path / "mm")) == ["motion_config.json", "motion_modules.safetensors"]
+    assert sorted(os.listdir(tmp_path / "mm")) == ["config.json", "diffusion_pytorch_model.safetensors"]
 
     # another backbone of the same width, without motion modules: the layout is rebuilt, then loaded
     host = VideoTransformer3DModel.from_pixart(pixart_dir, motion_module_mode="none")

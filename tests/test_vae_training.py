@@ -233,4 +233,18 @@ def test_two_process_cpu_run(tmp_path, shapes_dir):
     assert "MULTI_CPU" in res.stderr + res.stdout
     ckpt = tmp_path / "checkpoints" / "checkpoint-00000002"
     assert {"random_states_0.pkl", "random_states_1.pkl"} <= set(os.listdir(ckpt))
-    assert SliceVAE.from_pretrained(str(tmp_path / "vae")) is not None
+    # the saved VAE is the checkpointed, trained one: it moved from its seeded init, and stayed finite
+    from accelerate.utils import set_seed
+    from safetensors.torch import load_file
+
+    from easyanimate.models.slice_vae import build_vae
+
+    saved = SliceVAE.from_pretrained(str(tmp_path / "vae")).state_dict()
+    checkpointed = {k.removeprefix("vae."): v for k, v in load_file(ckpt / "model.safetensors").items()}
+    set_seed(0)
+    init = build_vae("tiny").state_dict()
+    assert saved.keys() == checkpointed.keys() == init.keys()
+    assert all(torch.equal(saved[k], checkpointed[k]) for k in saved)
+    assert all(torch.isfinite(v).all() for v in saved.values())
+    moved = [(saved[k] - init[k]).abs().max().item() for k in saved]
+    assert sum(m > 0 for m in moved) > len(saved) // 2 and max(moved) < 0.01  # 2 small steps from that init

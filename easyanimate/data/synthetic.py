@@ -62,6 +62,18 @@ class Scene:
         return f"a {self.color} {self.shape} {motion} on a {self.background} background"
 
 
+def all_captions() -> list[str]:
+    """Every video caption the generator can write (colour x shape x direction x background): the
+    vocabulary of the tiny caption tokenizers in tests and benchmarks."""
+    return [
+        Scene(shape, color, direction, background).caption()
+        for color in COLORS
+        for shape in SHAPES
+        for direction in DIRECTIONS
+        for background in BACKGROUNDS
+    ]
+
+
 def shape_mask(shape: str, size: int, cx: float, cy: float, r: float, supersample: int = 4) -> np.ndarray:
     """Anti-aliased coverage `(size, size)` in [0, 1] of a shape of half-size `r` centred at (cx, cy)."""
     n = size * supersample

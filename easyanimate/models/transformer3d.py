@@ -9,6 +9,7 @@ Fresh motion modules and skips are exact identities: the model then computes Pix
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -21,34 +22,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.normalization import AdaLayerNormSingle
 from torch import nn
 
-from .motion_module import MotionModule
-
-MOTION_MODES = ("none", "vanilla", "grid", "hybrid")
-MOTION_CONFIG_KEYS = (
-    "motion_module_mode",
-    "motion_module_every",
-    "motion_grid_size",
-    "motion_num_attention_layers",
-    "motion_ff_mult",
-)
-
-
-def motion_layout(num_layers: int, mode: str, every: int) -> dict[int, str]:
-    """Which blocks get a motion module and of which kind ("temporal", "grid" or "full").
-
-    `every=k` puts one after blocks 0, k, 2k, ...; "hybrid" alternates temporal and full (all
-    F*H*W tokens) attention, starting with temporal.
-    """
-    if mode not in MOTION_MODES:
-        raise ValueError(f"motion_module_mode must be one of {MOTION_MODES}, got {mode!r}")
-    if mode == "none" or every <= 0:
-        return {}
-    blocks = [i for i in range(num_layers) if i % every == 0]
-    if mode == "vanilla":
-        return {i: "temporal" for i in blocks}
-    if mode == "grid":
-        return {i: "grid" for i in blocks}
-    return {i: ("temporal" if k % 2 == 0 else "full") for k, i in enumerate(blocks)}
+from .motion_adapter import MOTION_CONFIG_KEYS, MotionAdapter
 
 
 def skip_targets(num_layers: int) -> dict[int, int]:
@@ -152,21 +126,12 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
             nn.init.zeros_(lin.bias)
 
     def _build_motion_modules(self) -> None:
-        cfg = self.config
-        self.motion_kinds = motion_layout(cfg.num_layers, cfg.motion_module_mode, cfg.motion_module_every)
-        self.motion_modules = nn.ModuleDict(
-            {
-                str(i): MotionModule(
-                    self.inner_dim,
-                    cfg.num_attention_heads,
-                    cfg.attention_head_dim,
-                    num_attention_layers=cfg.motion_num_attention_layers,
-                    ff_mult=cfg.motion_ff_mult,
-                    norm_eps=cfg.norm_eps,
-                )
-                for i in self.motion_kinds
-            }
-        )
+        self.motion_modules = MotionAdapter.for_transformer(self.config)
+
+    @property
+    def motion_kinds(self) -> dict[int, str]:
+        """Block index -> the kind of its motion module ("temporal", "grid" or "full")."""
+        return self.motion_modules.kinds
 
     def set_motion_layout(self, **layout: Any) -> None:
         """Replace the motion modules by fresh (identity) ones of a new layout.
@@ -179,10 +144,16 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
             raise ValueError(
                 f"unknown motion layout keys {sorted(unknown)}; valid: {list(MOTION_CONFIG_KEYS)}"
             )
+        self.set_motion_adapter(MotionAdapter.for_transformer(self.config, **layout))
+
+    def set_motion_adapter(self, adapter: MotionAdapter) -> None:
+        """Hold `adapter` as this model's motion modules (its layout is recorded in the config)."""
+        problem = adapter.fits(self.config)
+        if problem:
+            raise ValueError(problem)
         ref = next(self.parameters())
-        self.register_to_config(**layout)
-        self._build_motion_modules()
-        self.motion_modules.to(device=ref.device, dtype=ref.dtype)
+        self.register_to_config(**adapter.layout)
+        self.motion_modules = adapter.to(device=ref.device, dtype=ref.dtype)
 
     # ----------------------------------------------------------------------------------------------
     # token regrouping for the motion modules; hidden states are (B*F, h*w, D), frames in the batch
@@ -309,16 +280,15 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         return video_transformer_from_pixart(cls, path_or_model, **video_options)
 
     def save_motion_modules(self, directory: str) -> str:
-        """Write the motion modules alone (safetensors + their config) to `directory`."""
-        from .motion_weights import save_motion_modules
-
-        return save_motion_modules(self, directory)
+        """Write the motion modules alone (a `MotionAdapter` folder) to `directory`; returns the weights file."""
+        return self.motion_modules.save_folder(directory)
 
     def load_motion_modules(self, directory: str) -> None:
-        """Load motion modules saved by `save_motion_modules`, onto this backbone of the same width."""
-        from .motion_weights import load_motion_modules
-
-        load_motion_modules(self, directory)
+        """Load a `MotionAdapter` folder onto this backbone of the same width and depth (the layout follows the
+        folder's)."""
+        if not os.path.isfile(os.path.join(directory, "config.json")):
+            raise FileNotFoundError(f"not a motion module folder (no config.json): {directory}")
+        self.set_motion_adapter(MotionAdapter.from_pretrained(directory))
 
     def widen_inputs(self, in_channels: int) -> None:
         """Grow the patch embedding to `in_channels` (inpaint inputs `2*C + 1`); the new channels get zero

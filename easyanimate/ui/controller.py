@@ -17,6 +17,7 @@ import torch
 
 from ..diffusion.samplers import SAMPLERS
 from ..models.loading import pipeline_shape_rule
+from ..models.motion_adapter import is_motion_adapter_folder
 from ..models.shape_rule import ShapeRule
 from ..pipeline.memory import MEMORY_MODES
 
@@ -61,7 +62,7 @@ class Controller:
     def motion_modules(self) -> list[str]:
         root = self._folder("Motion_Module")
         found = (
-            sorted(n for n in os.listdir(root) if os.path.isfile(os.path.join(root, n, "motion_config.json")))
+            sorted(n for n in os.listdir(root) if is_motion_adapter_folder(os.path.join(root, n)))
             if os.path.isdir(root)
             else []
         )

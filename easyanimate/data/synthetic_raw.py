@@ -1,4 +1,5 @@
-"""Synthetic raw videos for the preprocessing tests and benchmark (made on the fly, nothing downloaded)."""
+"""Synthetic raw footage (textured pans, scene cuts, text, still shots) for the preprocessing tests and
+benchmark: made on the fly, nothing downloaded."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import os
 
 import numpy as np
 
-from easyanimate.data.video_io import write_video
+from .video_io import write_video
 
 FPS = 8
 

@@ -1,0 +1,141 @@
+"""The motion modules of a video DiT as their own model (diffusers' `MotionAdapter` idea, AnimateDiff's split).
+
+`MotionAdapter` is a `ModelMixin, ConfigMixin`: one `MotionModule` after each chosen spatial block, its
+children named by block index, so inside `VideoTransformer3DModel` (which holds it as `motion_modules`) the
+weights read `motion_modules.<block>.…` as PixArt-based checkpoints and LoRA targets expect. Alone it saves and
+loads as a diffusers folder (`config.json` + safetensors) and fits any transformer of the same width and depth,
+whatever its spatial weights. Upstream-compatible layouts live here as further `motion_module_mode`s.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
+
+from .motion_module import MotionModule
+
+MOTION_MODES = ("none", "vanilla", "grid", "hybrid")
+# the layout keys: in an adapter's config and in the config of the transformer holding it
+MOTION_CONFIG_KEYS = (
+    "motion_module_mode",
+    "motion_module_every",
+    "motion_grid_size",
+    "motion_num_attention_layers",
+    "motion_ff_mult",
+)
+
+
+def motion_layout(num_layers: int, mode: str, every: int) -> dict[int, str]:
+    """Which blocks get a motion module and of which kind ("temporal", "grid" or "full").
+
+    `every=k` puts one after blocks 0, k, 2k, ...; "hybrid" alternates temporal and full (all
+    F*H*W tokens) attention, starting with temporal.
+    """
+    if mode not in MOTION_MODES:
+        raise ValueError(f"motion_module_mode must be one of {MOTION_MODES}, got {mode!r}")
+    if mode == "none" or every <= 0:
+        return {}
+    blocks = [i for i in range(num_layers) if i % every == 0]
+    if mode == "vanilla":
+        return {i: "temporal" for i in blocks}
+    if mode == "grid":
+        return {i: "grid" for i in blocks}
+    return {i: ("temporal" if k % 2 == 0 else "full") for k, i in enumerate(blocks)}
+
+
+class MotionAdapter(ModelMixin, ConfigMixin):
+    """Motion modules for a DiT of `num_layers` blocks of width `num_attention_heads * attention_head_dim`."""
+
+    _no_split_modules = ["MotionModule"]
+
+    @register_to_config
+    def __init__(
+        self,
+        num_layers: int = 28,
+        num_attention_heads: int = 16,
+        attention_head_dim: int = 72,
+        motion_module_mode: str = "vanilla",
+        motion_module_every: int = 1,
+        motion_grid_size: int = 2,
+        motion_num_attention_layers: int = 2,
+        motion_ff_mult: int = 4,
+        norm_eps: float = 1e-6,
+    ):
+        super().__init__()
+        self.width = num_attention_heads * attention_head_dim
+        self.kinds = motion_layout(num_layers, motion_module_mode, motion_module_every)
+        for i in self.kinds:
+            module = MotionModule(
+                self.width,
+                num_attention_heads,
+                attention_head_dim,
+                num_attention_layers=motion_num_attention_layers,
+                ff_mult=motion_ff_mult,
+                norm_eps=norm_eps,
+            )
+            self.add_module(str(i), module)
+
+    @classmethod
+    def for_transformer(cls, config: Any, **layout: Any) -> MotionAdapter:
+        """Fresh (identity) motion modules for a transformer with this config (its layout, or `layout`)."""
+        keys = {k: layout.get(k, config[k]) for k in MOTION_CONFIG_KEYS}
+        return cls(
+            num_layers=config["num_layers"],
+            num_attention_heads=config["num_attention_heads"],
+            attention_head_dim=config["attention_head_dim"],
+            norm_eps=config["norm_eps"],
+            **keys,
+        )
+
+    @property
+    def layout(self) -> dict[str, Any]:
+        return {k: self.config[k] for k in MOTION_CONFIG_KEYS}
+
+    def __len__(self) -> int:
+        return len(self.kinds)
+
+    def __getitem__(self, block: int | str) -> MotionModule:
+        return self._modules[str(block)]
+
+    def keys(self) -> list[str]:
+        """The block indices holding a module, as strings (the state-dict names)."""
+        return list(self._modules)
+
+    def fits(self, config: Any) -> str | None:
+        """Why these modules do not fit a transformer with `config` (None when they do)."""
+        width = config["num_attention_heads"] * config["attention_head_dim"]
+        if (self.width, self.config.num_layers) != (width, config["num_layers"]):
+            return (
+                f"motion modules for width {self.width} x {self.config.num_layers} blocks; "
+                f"this transformer is {width} x {config['num_layers']}"
+            )
+        return None
+
+    def save_folder(self, directory: str) -> str:
+        """`save_pretrained` into `directory`, atomically: readers never see a half-written folder. Returns
+        the weights file."""
+        if not len(self):
+            raise ValueError("this model has no motion modules to save (motion_module_mode='none')")
+        tmp = directory.rstrip("/") + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.save_pretrained(tmp)
+        if os.path.isdir(directory):
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+        return os.path.join(directory, SAFETENSORS_WEIGHTS_NAME)
+
+
+def is_motion_adapter_folder(path: str) -> bool:
+    """A folder `MotionAdapter.from_pretrained` reads (what `save_folder` writes)."""
+    import json
+
+    config = os.path.join(path, "config.json")
+    if not os.path.isfile(config):
+        return False
+    with open(config) as fh:
+        return json.load(fh).get("_class_name") == MotionAdapter.__name__
