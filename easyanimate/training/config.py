@@ -97,7 +97,7 @@ class CheckpointingConfig:
 
 @dataclass
 class ValidationConfig:
-    steps: int = 500
+    steps: int = 500  # 0 (or no prompts): no validation
     prompts: list[str] = field(default_factory=lambda: ["a red circle moving right on a gray background"])
     num_frames: int = 17
     size: int | None = None  # pixels; None: data.base_size

@@ -204,6 +204,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         positions = accelerator.gather(torch.tensor([position], device=device)).tolist()
         return {"epoch": epoch, "position": positions, "skipped": skipped}
 
+    validating = bool(cfg.validation.prompts) and cfg.validation.steps > 0  # steps 0 or no prompts: off
     history: list[dict[str, float]] = []
     data = batches()
     bar = tqdm(total=opt.max_steps, initial=step, disable=not main, desc=f"train {cfg.mode}")
@@ -235,7 +236,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if run.due(step, cfg.logging.steps):
             accelerator.log({f"train/{k}" if "/" not in k else k: v for k, v in logs.items()}, step=step)
         run.checkpoint(step, trainer_state)
-        if main and run.due(step, cfg.validation.steps):
+        if main and validating and run.due(step, cfg.validation.steps):
             validate(cfg, strategy, vae, text_encoder, model, objective, step, accelerator)
             transformer.train()
     bar.close()
