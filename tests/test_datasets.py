@@ -237,3 +237,40 @@ def test_caption_dropout(counter_video):
     ds = VideoDataset([Record(counter_video, "caption", "video")] * 400, 32, 32, 5, caption_dropout=0.3)
     dropped = sum(ds[SampleSpec(i, 32, 32, 1)]["text"] == "" for i in range(400))
     assert 0.22 < dropped / 400 < 0.38
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_ranks_share_each_steps_bucket(accumulation):
+    """Every optimizer step (`accumulation` micro-batches) has one media kind and shape on all ranks; the ranks'
+    items stay disjoint, and a resumed rank continues exactly."""
+    rng = np.random.default_rng(0)
+    records = [Record(f"v{i}.mp4", "v", "video", height=64, width=64 * (1 + i % 2)) for i in range(40)]
+    records += [Record(f"i{i}.png", "i", "image", height=64, width=64) for i in range(24)]
+    rng.shuffle(records)
+    ranks = [
+        list(
+            BucketBatchSampler(
+                records, 2, base_size=64, seed=3, num_replicas=2, rank=r, batches_per_step=accumulation
+            )
+        )
+        for r in (0, 1)
+    ]
+    assert len(ranks[0]) == len(ranks[1]) > 0 and len(ranks[0]) % accumulation == 0
+    shape = lambda batch: (records[batch[0].index].type, batch[0].height, batch[0].width, batch[0].num_frames)  # noqa: E731
+    for step in range(0, len(ranks[0]), accumulation):
+        shapes = {shape(b) for r in ranks for b in r[step : step + accumulation]}
+        assert len(shapes) == 1, (step, shapes)
+    kinds = {shape(b)[0] for b in ranks[0]}
+    assert kinds == {"image", "video"}  # both kinds still train, step by step
+    items = [{s.index for b in r for s in b} for r in ranks]
+    assert not items[0] & items[1]
+    sampler = BucketBatchSampler(
+        records, 2, base_size=64, seed=3, num_replicas=2, rank=1, batches_per_step=accumulation
+    )
+    it = iter(sampler)
+    next(it)
+    resumed = BucketBatchSampler(
+        records, 2, base_size=64, seed=3, num_replicas=2, rank=1, batches_per_step=accumulation
+    )
+    resumed.load_state_dict(sampler.state_dict())
+    assert [[s.index for s in b] for b in resumed] == [[s.index for s in b] for b in ranks[1][1:]]

@@ -282,6 +282,26 @@ def test_two_processes_see_different_samples(tmp_path, base_pipeline, shapes_dir
     assert seen[0] and seen[1] and not seen[0] & seen[1]
 
 
+@pytest.mark.parametrize("mode", [{"mode": "t2v", "t2v_stage": 3}, {"mode": "inpaint"}])
+def test_two_processes_train_mixed_images_and_videos(tmp_path, base_pipeline, shapes_dir, mode):
+    """DDP on images + videos: every step is one kind on both ranks (an image skips the motion modules), so
+    the reduction never waits for a gradient that one rank did not make."""
+    args = overrides(
+        tmp_path, base_pipeline, shapes_dir, max_steps=5, **mode, **{"logging.sample_indices": "true"}
+    )
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "scripts/train.py"]
+    res = run_command([*launch, *args], timeout=600, env={**os.environ, "ACCELERATE_USE_CPU": "true"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    records = load_records("normal", os.path.join(shapes_dir, "metadata.json"))
+    per_rank = []
+    for rank in (0, 1):
+        with open(tmp_path / f"samples_rank{rank}.jsonl") as fh:
+            per_rank.append([{records[i].type for i in json.loads(line)["indices"]} for line in fh])
+    assert len(per_rank[0]) == len(per_rank[1]) == 5
+    assert per_rank[0] == per_rank[1] and {"image"} in per_rank[0] and {"video"} in per_rank[0]
+    assert os.path.isfile(tmp_path / "pipeline" / "model_index.json")
+
+
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, base_pipeline, shapes_dir):
     common = {"mode": "t2v", "t2v_stage": 3, "max_steps": 6, "checkpointing.steps": 2, "validation.steps": 5}
     common["validation.inference_steps"] = 30  # slow step 5, so the kill lands between checkpoints 4 and 6
@@ -456,3 +476,41 @@ def test_trained_text_encoder_keeps_training_after_a_validation(tmp_path, base_p
     assert os.path.isdir(os.path.join(tmp_path, "validation", "step-00000002"))  # a validation ran at step 2
     changed = [n for n, p in final.named_parameters() if not torch.equal(p, after_validation[n])]
     assert len(names) > 10 and changed == names
+
+
+def test_bf16_run_holds_frozen_models_in_bf16_and_ships_them_unchanged(tmp_path, base_pipeline, shapes_dir):
+    """mixed_precision=bf16: the frozen VAE and text encoder run in bf16 (half the memory); training stays finite,
+    and the exported pipeline carries the original fp32 VAE and text encoder, bit for bit."""
+    from easyanimate.models.slice_vae import SliceVAE
+    from easyanimate.training import trainer as trainer_module
+
+    seen = {}
+    original = trainer_module.TextFeatures.__init__
+
+    def spy(self, encoder, trained=None, cache_size=1024):
+        seen["text"] = next(encoder.model.parameters()).dtype
+        original(self, encoder, trained, cache_size)
+
+    trainer_module.TextFeatures.__init__ = spy
+    try:
+        result = train(
+            config(
+                tmp_path,
+                base_pipeline,
+                shapes_dir,
+                mode="t2v",
+                t2v_stage=3,
+                max_steps=3,
+                **{"optimization.mixed_precision": "bf16", "data.text_cache_size": 2},
+            )
+        )
+    finally:
+        trainer_module.TextFeatures.__init__ = original
+    assert seen["text"] == torch.bfloat16
+    assert all(np.isfinite(h["loss"]) for h in result["history"])
+    folder = result["outputs"]["pipeline"]
+    for name, load in (("vae", lambda p: SliceVAE.from_pretrained(p).state_dict()), ("text", _text_state)):
+        path = os.path.join(folder, "vae") if name == "vae" else folder
+        base = os.path.join(base_pipeline, "vae") if name == "vae" else base_pipeline
+        a, b = load(path), load(base)
+        assert all(a[k].dtype == torch.float32 and torch.equal(a[k], b[k]) for k in b), name

@@ -96,6 +96,12 @@ class BucketBatchSampler(Sampler[list[SampleSpec]]):
 
     Deterministic for (seed, epoch); each of `num_replicas` processes gets a disjoint, equally long share;
     `state_dict()` / `load_state_dict()` resume mid-epoch at the next unseen batch.
+
+    Rank-synchronised: batches are drawn in groups of `num_replicas x batches_per_step` of one bucket (one media
+    kind, one shape), the groups shuffled with the shared seed, and process r takes batches r, r + R, ... of
+    each group. So the i-th batch of every process has the same shape, and an optimizer step of
+    `batches_per_step` micro-batches (gradient accumulation) sees one kind on every process: every trainable
+    parameter then gets a gradient on every process in every step (DDP, ZeRO and FSDP need that).
     """
 
     def __init__(
@@ -111,11 +117,14 @@ class BucketBatchSampler(Sampler[list[SampleSpec]]):
         drop_last: bool = True,
         multiple: int = 16,
         sizes: Sequence[tuple[int, int]] | None = None,
+        batches_per_step: int = 1,
     ):
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
+        if batches_per_step < 1:
+            raise ValueError(f"batches_per_step must be >= 1, got {batches_per_step}")
         self.batch_size, self.seed, self.drop_last = batch_size, seed, drop_last
-        self.num_replicas, self.rank = num_replicas, rank
+        self.num_replicas, self.rank, self.batches_per_step = num_replicas, rank, batches_per_step
         self.buckets = aspect_ratio_buckets(base_size, multiple)
         sizes = list(sizes) if sizes is not None else record_sizes(records)
         self.groups: dict[tuple[str, int, int, int], list[int]] = {}
@@ -131,18 +140,22 @@ class BucketBatchSampler(Sampler[list[SampleSpec]]):
             self.epoch, self.position = epoch, 0
 
     def _epoch_batches(self) -> list[tuple[tuple[str, int, int, int], list[int]]]:
+        """This rank's batches of the epoch; the same draw on every rank (seed, epoch), so shapes line up."""
         rng = np.random.default_rng([self.seed, self.epoch])
-        batches = []
+        per_group = self.num_replicas * self.batches_per_step
+        groups = []
         for key in sorted(self.groups):
             members = [self.groups[key][i] for i in rng.permutation(len(self.groups[key]))]
-            for s in range(0, len(members), self.batch_size):
-                chunk = members[s : s + self.batch_size]
-                if len(chunk) == self.batch_size or not self.drop_last:
-                    batches.append((key, chunk))
-        order = rng.permutation(len(batches))
-        batches = [batches[i] for i in order]
-        usable = len(batches) - len(batches) % self.num_replicas  # every rank the same count
-        return batches[:usable][self.rank :: self.num_replicas]
+            chunks = [members[s : s + self.batch_size] for s in range(0, len(members), self.batch_size)]
+            if self.drop_last:
+                chunks = [c for c in chunks if len(c) == self.batch_size]
+            # a group is one bucket for all ranks and micro-batches of a step; an incomplete one is dropped
+            for g in range(0, len(chunks) - per_group + 1, per_group):
+                groups.append((key, chunks[g : g + per_group]))
+        order = rng.permutation(len(groups))
+        return [
+            (groups[i][0], chunk) for i in order for chunk in groups[i][1][self.rank :: self.num_replicas]
+        ]
 
     def __len__(self) -> int:
         return len(self._epoch_batches())

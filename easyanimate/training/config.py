@@ -61,7 +61,9 @@ class DataConfig:
     num_workers: int = 0
     caption_dropout: float = 0.1
     latent_cache: str | None = None  # read VAE latents + text features made by scripts/precompute.py
-    cache_text_features: bool = True  # each caption encoded once per run (not when the encoder trains)
+    text_cache_size: int = (
+        1024  # captions whose features stay cached (CPU memory, least recently used out); 0: off
+    )
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -78,7 +80,7 @@ class OptimizationConfig:
     use_8bit_adam: bool = False
     max_grad_norm: float = 1.0
     gradient_accumulation_steps: int = 1
-    mixed_precision: str = "no"  # no | fp16 | bf16
+    mixed_precision: str = "no"  # no | fp16 | bf16; the frozen VAE and text encoder are held in this dtype
     ema_decay: float | None = None  # e.g. 0.999; None: no EMA
 
     def __post_init__(self) -> None:

@@ -38,6 +38,7 @@ def build_data(
         num_replicas=num_replicas,
         rank=rank,
         multiple=shape.size_multiple,
+        batches_per_step=cfg.optimization.gradient_accumulation_steps,  # one bucket per optimizer step
     )
     if len(sampler) == 0:
         raise ValueError(f"no full batch of {d.batch_size} per process in {len(records)} records")

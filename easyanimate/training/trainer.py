@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -65,27 +66,40 @@ def make_objective(cfg: TrainConfig) -> Objective:
 
 
 class TextFeatures:
-    """Caption features for a batch: from the trainable encoder (prepared, with grad), or the frozen one,
-    optionally cached per caption."""
+    """Caption features for a batch: from the trainable encoder (prepared, with grad), or the frozen one with
+    the last `cache_size` captions' features kept in CPU memory (0: no cache)."""
 
-    def __init__(self, encoder: TextEncoder, trained=None, cache: bool = True):
-        self.encoder, self.trained, self.cache = encoder, trained, cache
-        self._features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    def __init__(self, encoder: TextEncoder, trained=None, cache_size: int = 1024):
+        self.encoder, self.trained, self.cache_size = encoder, trained, cache_size
+        self._features: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 
     def __call__(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         if self.trained is not None:
             ids, mask = self.encoder.tokenize(captions)
             return self.trained(input_ids=ids, attention_mask=mask).last_hidden_state, mask
-        if not self.cache:
+        if self.cache_size <= 0:
             return self.encoder(captions)
-        missing = [c for c in dict.fromkeys(captions) if c not in self._features]
+        unique = list(dict.fromkeys(captions))
+        missing = [c for c in unique if c not in self._features]
+        found = {c: self._features[c] for c in unique if c in self._features}
         if missing:
             feats, mask = self.encoder(missing)
-            self._features.update({c: (feats[i], mask[i]) for i, c in enumerate(missing)})
+            found.update({c: (feats[i].cpu(), mask[i].cpu()) for i, c in enumerate(missing)})
+        for c in unique:  # most recently used last; the oldest leave once the cache is full
+            self._features[c] = found[c]
+            self._features.move_to_end(c)
+        while len(self._features) > self.cache_size:
+            self._features.popitem(last=False)
+        device = self.encoder.model.device
         return (
-            torch.stack([self._features[c][0] for c in captions]),
-            torch.stack([self._features[c][1] for c in captions]),
+            torch.stack([found[c][0] for c in captions]).to(device),
+            torch.stack([found[c][1] for c in captions]).to(device),
         )
+
+
+def weight_dtype(mixed_precision: str) -> torch.dtype:
+    """The dtype frozen models are held in: the run's compute dtype (T5-XXL: 9.5 GB in bf16, 19 GB in fp32)."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision, torch.float32)
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
@@ -104,9 +118,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     accelerator, main, device, rank = run.accelerator, run.main, run.device, run.rank
 
     # components: frozen VAE and text encoder, the transformer to train, the mode's strategy
-    vae = SliceVAE.from_pretrained(os.path.join(cfg.model.pipeline, "vae")).to(device).eval()
-    vae.requires_grad_(False)
-    text_encoder = load_text_encoder(cfg.model.pipeline, max_length=cfg.model.max_text_length, device=device)
+    frozen_dtype = torch.float32 if cfg.model.train_text_encoder else weight_dtype(opt.mixed_precision)
+    vae = SliceVAE.from_pretrained(os.path.join(cfg.model.pipeline, "vae"))
+    vae.to(device, weight_dtype(opt.mixed_precision)).eval().requires_grad_(False)
+    text_encoder = load_text_encoder(
+        cfg.model.pipeline, max_length=cfg.model.max_text_length, torch_dtype=frozen_dtype, device=device
+    )
     transformer = load_run_transformer(cfg, text_encoder.hidden_size)
     strategy = strategy_of(cfg)
     strategy.prepare(transformer, vae)
@@ -130,7 +147,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # prepared: its weights go into checkpoints and its gradients are synchronised; validation and export use
     # text_encoder (the same weights, unwrapped)
     trained_text = accelerator.prepare(text_encoder.model) if cfg.model.train_text_encoder else None
-    text_features = TextFeatures(text_encoder, trained_text, cfg.data.cache_text_features)
+    text_features = TextFeatures(text_encoder, trained_text, cfg.data.text_cache_size)
     ema = None
     if opt.ema_decay is not None:
         ema = EMAModel(params, decay=opt.ema_decay)
@@ -188,7 +205,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         else:
             pixels = batch["pixels"].to(device)
             with torch.no_grad():
-                latents = vae.encode_latents(pixels, generator=gen, sample=True)
+                latents = vae.encode_latents(pixels, generator=gen, sample=True).float()
             text, text_mask = text_features(batch["text"])  # the frozen encoder runs without grad
         noise = torch.randn(latents.shape, generator=gen, device=device)
         noised = objective.noise(latents, noise, gen)
@@ -198,6 +215,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             model_input = torch.cat([model_input, extra], dim=1)
         pred = transformer(model_input, noised.timesteps, text, encoder_attention_mask=text_mask).sample
         loss = objective.loss(pred[:, : latents.shape[1]], noised)  # learned-sigma half not trained
+        if latents.shape[2] == 1 and motion_params:
+            # an image skips the motion modules; a zero-weighted term still gives them a (zero) gradient, so
+            # DDP / ZeRO / FSDP reduce the same parameters on every process in every step
+            loss = loss + 0.0 * sum(p.sum() for p in motion_params)
         return loss, tuple(latents.shape[2:])
 
     def trainer_state() -> dict[str, Any]:  # what a checkpoint records beside accelerate's state
@@ -205,6 +226,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         return {"epoch": epoch, "position": positions, "skipped": skipped}
 
     validating = bool(cfg.validation.prompts) and cfg.validation.steps > 0  # steps 0 or no prompts: off
+    motion_params = [
+        p for n, p in model.named_parameters() if p.requires_grad and n.startswith("motion_modules.")
+    ]
     history: list[dict[str, float]] = []
     data = batches()
     bar = tqdm(total=opt.max_steps, initial=step, disable=not main, desc=f"train {cfg.mode}")
@@ -248,7 +272,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             ema.copy_to(params)
 
         def save_pipeline(folder: str) -> None:
-            _pipeline(vae, text_encoder, model, objective).save_pretrained(folder)
+            frozen = (vae, text_encoder)
+            if weight_dtype(opt.mixed_precision) != torch.float32:  # ship the frozen parts as they came
+                frozen = (
+                    SliceVAE.from_pretrained(os.path.join(cfg.model.pipeline, "vae")),
+                    text_encoder
+                    if trained_text is not None
+                    else load_text_encoder(cfg.model.pipeline, max_length=cfg.model.max_text_length),
+                )
+            _pipeline(*frozen, model, objective).save_pretrained(folder)
 
         outputs = strategy.export(model, cfg.output_dir, save_pipeline, cfg.model.motion_module_export)
     run.finish()
