@@ -132,6 +132,56 @@ def save_config(config: Any, path: str) -> None:
         yaml.safe_dump(to_dict(config), fh, sort_keys=False)
 
 
+def _field_comments(cls: type) -> dict[str, str]:
+    """The trailing `# comment` of each field line in a dataclass's source: its meaning, for `--help`."""
+    import inspect
+    import io
+    import tokenize
+
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    comments: dict[str, str] = {}
+    current = None  # the field whose statement the tokens belong to
+    names = {f.name for f in dataclasses.fields(cls)}
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.NAME and tok.start[1] == 4:
+            current = tok.string if tok.string in names else None
+        elif tok.type == tokenize.COMMENT and current and not tok.line.lstrip().startswith("#"):
+            comments.setdefault(current, tok.string.lstrip("# ").strip())  # trailing, on its statement
+    return comments
+
+
+def describe_keys(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(key, type, default, meaning) for every key of a config dataclass, sections flattened with dots."""
+    hints = typing.get_type_hints(cls)
+    comments = _field_comments(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            rows.extend(describe_keys(hint, f"{prefix}{f.name}."))
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = "(required)"
+        type_name = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+        rows.append((prefix + f.name, type_name, repr(default), comments.get(f.name, "")))
+    return rows
+
+
+def keys_help(cls: type) -> str:
+    """Every key as `key (type, default): meaning`, one a line, for a run script's `--help`."""
+    lines = ["config keys (YAML or key=value; dotted for sections):"]
+    for key, type_name, default, meaning in describe_keys(cls):
+        lines.append(f"  {key} ({type_name}, default {default})" + (f": {meaning}" if meaning else ""))
+    return "\n".join(lines)
+
+
 def config_from_cli(cls: type[T], description: str, argv: Sequence[str] | None = None) -> T | None:
     """`--config YAML` plus `key=value` overrides for a run script; prints a one-line error and returns None
     when the config is bad (the script then exits 2)."""
@@ -139,7 +189,9 @@ def config_from_cli(cls: type[T], description: str, argv: Sequence[str] | None =
     import logging
     import sys
 
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=description, epilog=keys_help(cls), formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", default=None, help="run YAML")
     p.add_argument("overrides", nargs="*", help="key=value overrides (dotted for sections)")
     args = p.parse_args(argv)

@@ -1,7 +1,6 @@
 """Train the video DiT: one loop for t2i, t2v (staged), lora, motion_lora and inpaint.
 
-    python scripts/train.py --config config/train_t2v.yaml data.meta=datasets/demo/metadata.json \
-        optimization.max_steps=500
+    python scripts/train.py --config config/train_t2v.yaml optimization.max_steps=500
     accelerate launch --multi_gpu scripts/train.py --config config/train_t2v.yaml
 
 Every YAML key can be overridden as key=value, dotted by section (data.batch_size=4, optimization.max_steps=500,

@@ -17,6 +17,7 @@ from conftest import ROOT, make_pipeline, run_command, run_python
 from easyanimate.config import ConfigError, load_config
 from easyanimate.data.datasets import VideoDataset
 from easyanimate.data.formats import load_records
+from easyanimate.data.video_io import read_frames
 from easyanimate.diffusion.objectives import Objective
 from easyanimate.models.text_encoder import load_text_encoder
 from easyanimate.models.transformer3d import VideoTransformer3DModel
@@ -264,6 +265,59 @@ def test_accumulation_ema_and_validation_outputs(tmp_path, base_pipeline, shapes
     assert os.listdir(tmp_path / "tensorboard")
     ckpt = os.listdir(tmp_path / "checkpoints" / "checkpoint-00000002")
     assert "custom_checkpoint_0.pkl" in ckpt  # the EMA weights travel with the checkpoint
+    # the checkpoint serves inference as it is: its transformer/ holds the EMA weights the export ships
+    served = _state(tmp_path / "checkpoints" / "checkpoint-00000002" / "transformer")
+    shipped = _state(os.path.join(result["outputs"]["pipeline"], "transformer"))
+    assert served.keys() == shipped.keys() and all(torch.equal(served[k], shipped[k]) for k in served)
+    assert all(np.isfinite(h["grad_norm"]) for h in result["history"])
+    out = tmp_path / "from_checkpoint"
+    res = run_python(
+        "predict_t2v.py",
+        "--model",
+        base_pipeline,
+        "--transformer",
+        str(tmp_path / "checkpoints" / "checkpoint-00000002" / "transformer"),
+        "--prompt",
+        "a red circle",
+        "--num-frames",
+        "5",
+        "--height",
+        "32",
+        "--width",
+        "32",
+        "--steps",
+        "2",
+        "--output-dir",
+        str(out),
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert read_frames(str(out / "0000.mp4")).shape == (5, 32, 32, 3)
+
+
+def test_help_lists_every_key_and_logging_can_be_off(tmp_path, base_pipeline, shapes_dir):
+    from easyanimate.config import describe_keys
+
+    res = run_python("scripts/train.py", "--help")
+    assert res.returncode == 0
+    rows = describe_keys(TrainConfig)
+    assert len(rows) > 60
+    for key, type_name, default, meaning in rows:
+        assert f"  {key} ({type_name}, default {default})" in res.stdout, key
+        assert meaning, f"{key} has no meaning in --help"
+    result = train(
+        config(
+            tmp_path,
+            base_pipeline,
+            shapes_dir,
+            mode="t2i",
+            max_steps=2,
+            **{"logging.report_to": "none", "validation.steps": 0},
+        )
+    )
+    assert len(result["history"]) == 2 and os.path.isdir(result["outputs"]["pipeline"])
+    assert not (tmp_path / "tensorboard").exists() and not (tmp_path / "validation").exists()
+    with pytest.raises(ConfigError, match="logging.report_to must be one of"):
+        config(tmp_path / "bad", base_pipeline, shapes_dir, **{"logging.report_to": "mlflw"})
 
 
 def test_two_processes_see_different_samples(tmp_path, base_pipeline, shapes_dir):

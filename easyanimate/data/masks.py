@@ -18,12 +18,12 @@ VIDEO_MASKS = ("first", "first_last", "head", "boxes", "all", "none")
 class MaskConfig:
     """Probability of each video mask kind (normalised by their sum), and of "generate all" for images."""
 
-    first: float = 0.4
-    first_last: float = 0.2
-    head: float = 0.1
-    boxes: float = 0.1
-    all: float = 0.15
-    none: float = 0.05
+    first: float = 0.4  # keep the first frame (image-to-video)
+    first_last: float = 0.2  # keep the first and last frames
+    head: float = 0.1  # keep the first k frames (continuation)
+    boxes: float = 0.1  # generate random boxes, keep the rest
+    all: float = 0.15  # generate everything (text-to-video)
+    none: float = 0.05  # keep everything
     image_mask_prob: float = 0.5  # images: share that get "generate everything"
 
     @property

@@ -6,6 +6,7 @@ import os
 
 import torch
 
+from ..models.transformer3d import VideoTransformer3DModel
 from .adapters import load_lora, load_motion_module
 from .memory import apply_memory_mode
 from .pipeline_easyanimate import EasyAnimatePipeline
@@ -23,14 +24,21 @@ def load_pipeline(
     lora_weight: float = 1.0,
     memory_mode: str = "none",
     device: str | None = None,
+    transformer: str | None = None,
 ) -> EasyAnimatePipeline:
     """A pipeline folder (`model_index.json`) in bf16 on a GPU and fp32 on CPU, with the sampler swapped, motion
-    modules and a LoRA loaded, and a GPU memory mode applied (`memory.MEMORY_MODES`)."""
+    modules and a LoRA loaded, and a GPU memory mode applied (`memory.MEMORY_MODES`). `transformer`: another
+    transformer folder in place of the pipeline's (a training checkpoint's `transformer/`)."""
     if not os.path.isfile(os.path.join(model, "model_index.json")):
         raise FileNotFoundError(f"{model} is not a pipeline folder (no model_index.json)")
     device = device or default_device()
     dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-    pipe = EasyAnimatePipeline.from_pretrained(model, torch_dtype=dtype)
+    components = {}
+    if transformer:
+        if not os.path.isfile(os.path.join(transformer, "config.json")):
+            raise FileNotFoundError(f"{transformer} is not a transformer folder (no config.json)")
+        components["transformer"] = VideoTransformer3DModel.from_pretrained(transformer, torch_dtype=dtype)
+    pipe = EasyAnimatePipeline.from_pretrained(model, torch_dtype=dtype, **components)
     if sampler:
         pipe.set_sampler(sampler)
     if motion_module:

@@ -40,6 +40,11 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
         help="1 + rk frames for the VAE's temporal ratio r (4; the demo VAE's 2); 1 makes an image",
     )
     p.add_argument("--fps", type=int, default=8, help="frames per second of the saved mp4")
+    p.add_argument(
+        "--transformer",
+        default=None,
+        help="a transformer folder in place of the model's (a training checkpoint's checkpoint-N/transformer)",
+    )
     p.add_argument("--lora", default=None, help="LoRA safetensors (models/Personalized_Model/...)")
     p.add_argument("--lora-weight", type=float, default=0.55, help="LoRA strength")
     p.add_argument("--motion-module", default=None, help="motion module folder (models/Motion_Module/...)")
@@ -70,6 +75,7 @@ def load_pipeline(args: argparse.Namespace):
         lora=args.lora,
         lora_weight=args.lora_weight,
         memory_mode=args.gpu_memory_mode,
+        transformer=args.transformer,
     )
 
 

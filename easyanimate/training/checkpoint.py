@@ -1,7 +1,8 @@
 """Atomic checkpoints with resume: a crash never leaves a half-written checkpoint behind.
 
 Layout: `<output_dir>/checkpoints/checkpoint-<step>/` holding accelerate's state (models, optimizers,
-schedulers, RNG states, registered objects) and `trainer_state.json`. A checkpoint is written to a
+schedulers, RNG states, registered objects), `trainer_state.json`, and what the trainer adds for inference
+(the DiT trainer: `transformer/` or `lora.safetensors`). A checkpoint is written to a
 `.tmp` folder and renamed into place only when complete; only the last `keep` are kept.
 """
 
@@ -11,6 +12,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from typing import Any
 
 from accelerate import Accelerator
@@ -50,8 +52,15 @@ def resolve_resume(output_dir: str, resume: str | None) -> str | None:
 
 
 def save_checkpoint(
-    accelerator: Accelerator, output_dir: str, step: int, state: dict[str, Any], keep: int
+    accelerator: Accelerator,
+    output_dir: str,
+    step: int,
+    state: dict[str, Any],
+    keep: int,
+    write_extra: Callable[[str], None] | None = None,
 ) -> str:
+    """accelerate's state + `trainer_state.json` (+ whatever `write_extra(folder)` writes on the main process,
+    e.g. the model in its inference layout), renamed into place only when every part is written."""
     root = checkpoint_dir(output_dir)
     final = os.path.join(root, f"checkpoint-{step:08d}")
     tmp = final + ".tmp"
@@ -61,6 +70,8 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
     accelerator.save_state(tmp)
     if accelerator.is_main_process:
+        if write_extra is not None:
+            write_extra(tmp)
         with open(os.path.join(tmp, STATE_FILE), "w") as fh:
             json.dump({"step": step, **state}, fh, indent=2)
         if os.path.isdir(final):

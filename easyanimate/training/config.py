@@ -13,6 +13,7 @@ from typing import Any
 from ..data.formats import FORMATS
 from ..data.masks import MaskConfig
 from ..diffusion.objectives import OBJECTIVES
+from .scaffold import REPORT_TO
 from .strategies import MODES
 
 
@@ -24,19 +25,21 @@ class ModelConfig:
     transformer: str | None = None  # preset name, PixArt folder or our transformer folder; None: pipeline's
     transformer_options: dict[str, Any] = field(default_factory=dict)  # e.g. motion_module_mode: hybrid
     trainable_prefixes: list[str] | None = None  # override the mode's choice by parameter-name prefix
-    frozen_prefixes: list[str] | None = None
-    max_text_length: int = 120
+    frozen_prefixes: list[str] | None = (
+        None  # keep these parameter-name prefixes frozen (with trainable_prefixes)
+    )
+    max_text_length: int = 120  # caption tokens (PixArt: 120)
     train_text_encoder: bool = False  # t2i / t2v: train the (small) text encoder with the DiT
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = False  # recompute block activations in backward (less memory, ~30% slower)
     motion_module_export: str | None = None  # also write the motion modules here (models/Motion_Module/x)
 
 
 @dataclass
 class ObjectiveConfig:
     kind: str = "epsilon"  # epsilon | v_prediction | flow
-    zero_terminal_snr: bool = False
+    zero_terminal_snr: bool = False  # rescaled betas (Lin et al.): the last step is pure noise (v_prediction)
     snr_gamma: float | None = None  # min-SNR weighting, e.g. 5.0
-    flow_shift: float = 1.0
+    flow_shift: float = 1.0  # flow: shift of the logit-normal training times (> 1: noisier, for large inputs)
 
     def __post_init__(self) -> None:
         if self.kind not in OBJECTIVES:
@@ -54,12 +57,12 @@ class DataConfig:
     )
     token_length: bool = False  # frames per bucket from the pixel-volume budget
     token_base_frames: int = 49  # budget: base_size^2 x token_base_frames
-    max_frames: int | None = None
-    frame_stride: int = 1
+    max_frames: int | None = None  # token_length: cap on a bucket's frame count
+    frame_stride: int = 1  # take every n-th frame of a video
     random_crop: bool = True  # False: centre crops and centred frame windows (what a latent cache holds)
-    batch_size: int = 2
-    num_workers: int = 0
-    caption_dropout: float = 0.1
+    batch_size: int = 2  # per process and micro-batch
+    num_workers: int = 0  # DataLoader worker processes
+    caption_dropout: float = 0.1  # share of samples trained with the empty caption (for guidance)
     latent_cache: str | None = None  # read VAE latents + text features made by scripts/precompute.py
     text_cache_size: int = (
         1024  # captions whose features stay cached (CPU memory, least recently used out); 0: off
@@ -72,14 +75,14 @@ class DataConfig:
 
 @dataclass
 class OptimizationConfig:
-    max_steps: int = 1000
-    learning_rate: float = 1e-4
+    max_steps: int = 1000  # optimizer steps
+    learning_rate: float = 1e-4  # AdamW
     lr_scheduler: str = "constant_with_warmup"  # any diffusers.optimization schedule name
-    lr_warmup_steps: int = 0
-    weight_decay: float = 0.01
-    use_8bit_adam: bool = False
-    max_grad_norm: float = 1.0
-    gradient_accumulation_steps: int = 1
+    lr_warmup_steps: int = 0  # linear warm-up from 0
+    weight_decay: float = 0.01  # AdamW decoupled weight decay
+    use_8bit_adam: bool = False  # bitsandbytes AdamW8bit (GPU)
+    max_grad_norm: float = 1.0  # gradient clipping
+    gradient_accumulation_steps: int = 1  # micro-batches per optimizer step (all of one bucket)
     mixed_precision: str = "no"  # no | fp16 | bf16; the frozen VAE and text encoder are held in this dtype
     ema_decay: float | None = None  # e.g. 0.999; None: no EMA
 
@@ -100,33 +103,40 @@ class CheckpointingConfig:
 @dataclass
 class ValidationConfig:
     steps: int = 500  # 0 (or no prompts): no validation
-    prompts: list[str] = field(default_factory=lambda: ["a red circle moving right on a gray background"])
-    num_frames: int = 17
+    prompts: list[str] = field(
+        default_factory=lambda: ["a red circle moving right on a gray background"]
+    )  # one video each
+    num_frames: int = 17  # frames per validation video (t2i runs make images)
     size: int | None = None  # pixels; None: data.base_size
-    inference_steps: int = 20
+    inference_steps: int = 20  # sampler steps
     sampler: str | None = None  # None: the objective's default (DPM++, Flow for flow)
-    fps: int = 8
+    fps: int = 8  # of the validation mp4s
 
 
 @dataclass
 class LoggingConfig:
-    steps: int = 10
+    steps: int = 10  # log the training scalars every this many steps
     sample_indices: bool = False  # each process appends the record indices it trained on (data audit)
+    report_to: str = "tensorboard"  # tensorboard | wandb (pip install wandb) | none
+
+    def __post_init__(self) -> None:
+        if self.report_to not in REPORT_TO:
+            raise ValueError(f"logging.report_to must be one of {REPORT_TO}, got {self.report_to!r}")
 
 
 @dataclass
 class LoraSettings:
-    rank: int = 8
-    alpha: float = 8.0
+    rank: int = 8  # LoRA rank
+    alpha: float = 8.0  # LoRA scale numerator (scale = alpha / rank)
     include_motion_modules: bool = False  # lora mode: also adapt the motion modules' attention
 
 
 @dataclass
 class TrainConfig:
-    output_dir: str = "outputs/train"
+    output_dir: str = "outputs/train"  # checkpoints, validation, logs and the exported pipeline / LoRA
     mode: str = "t2v"  # t2i | t2v | lora | motion_lora | inpaint
     t2v_stage: int = 2  # 1 images (DiT), 2 motion modules, 3 whole DiT
-    seed: int = 0
+    seed: int = 0  # every random draw of the run derives from it (exact resume)
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     data: DataConfig = field(default_factory=DataConfig)

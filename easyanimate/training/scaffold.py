@@ -8,8 +8,11 @@ state = run.resume()                         # {} for a fresh run, else the save
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import resource
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +25,24 @@ from ..config import save_config
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 
 logger = logging.getLogger(__name__)
+
+
+REPORT_TO = ("tensorboard", "wandb", "none")
+
+
+def hparams(config: Any) -> dict[str, Any]:
+    """A config flattened to dotted scalar keys (what trackers accept as hyperparameters)."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[prefix + key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+
+    walk(dataclasses.asdict(config), "")
+    return flat
 
 
 def is_due(step: int, every: int, max_steps: int) -> bool:
@@ -42,14 +63,25 @@ class RunScaffold:
         checkpoint_every: int,
         keep: int,
         resume_from: str | None,
+        report_to: str = "tensorboard",
     ):
         # accelerate keeps one global state per process; a second run in it (tests, notebooks) may use another
         # precision. The distributed PartialState is kept.
         AcceleratorState._reset_state()
+        if report_to not in REPORT_TO:
+            raise ValueError(f"report_to must be one of {REPORT_TO}, got {report_to!r}")
+        if report_to == "wandb":
+            try:
+                import wandb  # noqa: F401
+            except ImportError as err:
+                raise ImportError(
+                    "report_to=wandb needs wandb: pip install wandb (or report_to=tensorboard)"
+                ) from err
+        self.report_to = report_to
         self.accelerator = Accelerator(
             mixed_precision=mixed_precision,
             gradient_accumulation_steps=gradient_accumulation_steps,
-            log_with="tensorboard",
+            log_with=None if report_to == "none" else report_to,
             project_dir=output_dir,
         )
         acc = self.accelerator
@@ -67,8 +99,12 @@ class RunScaffold:
         os.makedirs(output_dir, exist_ok=True)
         if self.main:
             save_config(config, os.path.join(output_dir, "config.yaml"))
-        acc.init_trackers("tensorboard")  # logs in <output_dir>/tensorboard
+        # the run's hyperparameters beside its curves (tensorboard: <output_dir>/tensorboard)
+        acc.init_trackers(
+            "tensorboard" if report_to == "tensorboard" else "easyanimate", config=hparams(config)
+        )
         set_seed(seed)
+        self._step_started = time.perf_counter()
 
     def resume(self) -> dict[str, Any]:
         """Load the checkpoint asked for (accelerate state); its trainer state, or {} for a fresh run."""
@@ -90,12 +126,38 @@ class RunScaffold:
     def due(self, step: int, every: int) -> bool:
         return is_due(step, every, self.max_steps)
 
-    def checkpoint(self, step: int, state: Callable[[], dict[str, Any]]) -> str | None:
+    def checkpoint(
+        self,
+        step: int,
+        state: Callable[[], dict[str, Any]],
+        write_extra: Callable[[str], None] | None = None,
+    ) -> str | None:
         """Write a checkpoint when one is due (every `checkpoint_every` steps and at the end); `state()` gives
-        the trainer state to record (called on every process only then: it may gather)."""
+        the trainer state to record (called on every process only then: it may gather); `write_extra(folder)`
+        adds files on the main process before the checkpoint is renamed into place."""
         if not self.due(step, self.checkpoint_every):
             return None
-        return save_checkpoint(self.accelerator, self.output_dir, step, state(), self.keep)
+        return save_checkpoint(self.accelerator, self.output_dir, step, state(), self.keep, write_extra)
+
+    def step_metrics(self, samples: int) -> dict[str, float]:
+        """Throughput since the last call (`samples` on every process together) and peak memory so far."""
+        now = time.perf_counter()
+        seconds, self._step_started = now - self._step_started, now
+        if torch.cuda.is_available():
+            peak = torch.cuda.max_memory_allocated() / 2**30
+        else:  # CPU runs: the process's peak resident memory (ru_maxrss is in KiB on Linux)
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        return {"perf/samples_per_second": samples / max(seconds, 1e-9), "perf/peak_memory_gb": peak}
+
+    def log_images(self, tag: str, images: torch.Tensor, step: int) -> None:
+        """`(N, 3, H, W)` in [0, 1] to the trackers that take images."""
+        if self.report_to == "tensorboard":
+            self.accelerator.get_tracker("tensorboard", unwrap=True).add_images(tag, images.cpu(), step)
+        elif self.report_to == "wandb":
+            import wandb
+
+            arrays = (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype("uint8")
+            self.accelerator.log({tag: [wandb.Image(a) for a in arrays]}, step=step)
 
     def finish(self) -> None:
         self.accelerator.end_training()

@@ -69,6 +69,13 @@ class Strategy:
         """Extra channels concatenated to the noisy latents (None: the model sees the latents alone)."""
         return None
 
+    def save_for_inference(self, transformer, folder: str) -> str:
+        """What a checkpoint adds so it serves inference as it is: `transformer/` (diffusers layout; load it with
+        `predict_t2v.py --transformer <checkpoint>/transformer`)."""
+        path = os.path.join(folder, "transformer")
+        transformer.save_pretrained(path)
+        return path
+
     def export(
         self,
         transformer,
@@ -104,6 +111,10 @@ class LoraStrategy(Strategy):
     def export(self, transformer, output_dir: str, save_pipeline=None, motion_module_export=None):
         """A small LoRA safetensors file (the base is unchanged)."""
         return {"lora": save_lora(transformer, output_dir)}
+
+    def save_for_inference(self, transformer, folder: str) -> str:
+        """`lora.safetensors` (load it with `--lora <checkpoint>/lora.safetensors`)."""
+        return save_lora(transformer, folder)
 
 
 @dataclass

@@ -114,6 +114,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         checkpoint_every=ckpt.steps,
         keep=ckpt.total_limit,
         resume_from=ckpt.resume_from,
+        report_to=cfg.logging.report_to,
     )
     accelerator, main, device, rank = run.accelerator, run.main, run.device, run.rank
 
@@ -225,6 +226,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         positions = accelerator.gather(torch.tensor([position], device=device)).tolist()
         return {"epoch": epoch, "position": positions, "skipped": skipped}
 
+    def save_for_inference(
+        folder: str,
+    ) -> None:  # every checkpoint also serves inference (EMA weights if any)
+        if ema is not None:
+            ema.store(params)
+            ema.copy_to(params)
+        strategy.save_for_inference(model, folder)
+        if ema is not None:
+            ema.restore(params)
+
+    samples_per_step = cfg.data.batch_size * opt.gradient_accumulation_steps * accelerator.num_processes
+    logged_step, grad_norm = step, None
     validating = bool(cfg.validation.prompts) and cfg.validation.steps > 0  # steps 0 or no prompts: off
     motion_params = [
         p for n, p in model.named_parameters() if p.requires_grad and n.startswith("motion_modules.")
@@ -246,7 +259,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 run.check_finite(loss, step)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(params, opt.max_grad_norm)
+                    grad_norm = accelerator.clip_grad_norm_(params, opt.max_grad_norm)
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -254,14 +267,19 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             ema.step(params)
         step += 1
         logs = {"loss": loss.item(), "lr": lr_scheduler.get_last_lr()[0], "data/skipped": skipped}
+        if grad_norm is not None:
+            logs["grad_norm"] = float(grad_norm)
         history.append(logs)
         bar.update(1)
         bar.set_postfix(loss=f"{logs['loss']:.4f}", shape=latent_shape)
         if run.due(step, cfg.logging.steps):
-            accelerator.log({f"train/{k}" if "/" not in k else k: v for k, v in logs.items()}, step=step)
-        run.checkpoint(step, trainer_state)
+            perf = run.step_metrics(samples_per_step * (step - logged_step))
+            logged_step = step
+            scalars = {f"train/{k}" if "/" not in k else k: v for k, v in logs.items()}
+            accelerator.log({**scalars, **perf}, step=step)
+        run.checkpoint(step, trainer_state, save_for_inference)
         if main and validating and run.due(step, cfg.validation.steps):
-            validate(cfg, strategy, vae, text_encoder, model, objective, step, accelerator)
+            validate(cfg, strategy, vae, text_encoder, model, objective, step, run)
             transformer.train()
     bar.close()
 
@@ -306,7 +324,7 @@ def validate(
     transformer,
     objective: Objective,
     step: int,
-    accelerator,
+    run: RunScaffold,
 ) -> None:
     v = cfg.validation
     transformer.eval()
@@ -328,6 +346,5 @@ def validate(
         path = os.path.join(cfg.output_dir, "validation", f"step-{step:08d}", f"{i:02d}.mp4")
         save_video_tensor(path, video * 2 - 1, fps=v.fps)
         firsts.append(video[:, 0])
-    tracker = accelerator.get_tracker("tensorboard", unwrap=True)
-    if firsts and hasattr(tracker, "add_images"):
-        tracker.add_images("validation/first_frames", torch.stack(firsts).cpu(), step)
+    if firsts:
+        run.log_images("validation/first_frames", torch.stack(firsts), step)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...models.slice_vae import preset_shape_rule
+from ..scaffold import REPORT_TO
 
 
 @dataclass
@@ -51,12 +52,15 @@ class VAETrainConfig:
     checkpoints_total_limit: int = 3
     resume_from_checkpoint: str | None = None  # "latest" or a checkpoint folder
     validation_steps: int = 500
-    log_steps: int = 10
+    log_steps: int = 10  # log the training scalars every this many steps
+    report_to: str = "tensorboard"  # tensorboard | wandb (pip install wandb) | none
     fps: int = 8
     data: VAEDataConfig = field(default_factory=VAEDataConfig)
     loss: VAELossConfig = field(default_factory=VAELossConfig)
 
     def __post_init__(self) -> None:
+        if self.report_to not in REPORT_TO:
+            raise ValueError(f"report_to must be one of {REPORT_TO}, got {self.report_to!r}")
         if self.stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {self.stage}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):

@@ -83,6 +83,7 @@ def train_vae(cfg: VAETrainConfig) -> dict[str, Any]:
         checkpoint_every=cfg.checkpointing_steps,
         keep=cfg.checkpoints_total_limit,
         resume_from=cfg.resume_from_checkpoint,
+        report_to=cfg.report_to,
     )
     accelerator, main = run.accelerator, run.main
 
