@@ -69,6 +69,7 @@ def save_checkpoint(
         os.makedirs(tmp, exist_ok=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(tmp)
+    accelerator.wait_for_everyone()  # every process has written its part before the folder is renamed
     if accelerator.is_main_process:
         if write_extra is not None:
             write_extra(tmp)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, InitProcessGroupKwargs, set_seed
 
 from ..config import save_config
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
@@ -45,6 +45,25 @@ def hparams(config: Any) -> dict[str, Any]:
     return flat
 
 
+def configure_deepspeed(accelerator: Accelerator, accumulation: int, micro_batch_size: int | None) -> None:
+    """The run config is the one place for gradient accumulation and the micro-batch size: a DeepSpeed config
+    that says otherwise is refused (it silently won before), and the micro-batch size is given to DeepSpeed
+    (the trainer's sampler is not a DataLoader `prepare` could read it from)."""
+    plugin = accelerator.state.deepspeed_plugin
+    config = plugin.deepspeed_config
+    theirs = config.get("gradient_accumulation_steps", "auto")
+    if theirs not in ("auto", None) and int(theirs) != accumulation:
+        raise ValueError(
+            f"the DeepSpeed config's gradient_accumulation_steps is {theirs} but the run's "
+            f"optimization.gradient_accumulation_steps is {accumulation}: set them equal (or 'auto' in the "
+            "DeepSpeed config)"
+        )
+    config["gradient_accumulation_steps"] = accumulation
+    if micro_batch_size is not None:
+        config["train_micro_batch_size_per_gpu"] = micro_batch_size
+        config["train_batch_size"] = micro_batch_size * accumulation * accelerator.num_processes
+
+
 def is_due(step: int, every: int, max_steps: int) -> bool:
     """Every `every` steps and at the last step; `every <= 0` means at the last step only."""
     return step == max_steps or (every > 0 and step % every == 0)
@@ -64,6 +83,7 @@ class RunScaffold:
         keep: int,
         resume_from: str | None,
         report_to: str = "tensorboard",
+        micro_batch_size: int | None = None,
     ):
         # accelerate keeps one global state per process; a second run in it (tests, notebooks) may use another
         # precision. The distributed PartialState is kept.
@@ -78,12 +98,18 @@ class RunScaffold:
                     "report_to=wandb needs wandb: pip install wandb (or report_to=tensorboard)"
                 ) from err
         self.report_to = report_to
+        # without CUDA, DeepSpeed's own process-group set-up finds no backend and every process believes it is
+        # alone; gloo serves DDP and DeepSpeed alike on CPU
+        handlers = [] if torch.cuda.is_available() else [InitProcessGroupKwargs(backend="gloo")]
         self.accelerator = Accelerator(
             mixed_precision=mixed_precision,
             gradient_accumulation_steps=gradient_accumulation_steps,
             log_with=None if report_to == "none" else report_to,
             project_dir=output_dir,
+            kwargs_handlers=handlers,
         )
+        if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
+            configure_deepspeed(self.accelerator, gradient_accumulation_steps, micro_batch_size)
         acc = self.accelerator
         self.main, self.device, self.rank = acc.is_main_process, acc.device, acc.process_index
         self.output_dir, self.max_steps = output_dir, max_steps

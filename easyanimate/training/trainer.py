@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate.utils import DistributedType
 from diffusers.optimization import get_scheduler as get_lr_scheduler
 from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
@@ -115,6 +116,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         keep=ckpt.total_limit,
         resume_from=ckpt.resume_from,
         report_to=cfg.logging.report_to,
+        micro_batch_size=cfg.data.batch_size,
     )
     accelerator, main, device, rank = run.accelerator, run.main, run.device, run.rank
 
@@ -147,11 +149,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     model = accelerator.unwrap_model(transformer)
     # prepared: its weights go into checkpoints and its gradients are synchronised; validation and export use
     # text_encoder (the same weights, unwrapped)
+    if cfg.model.train_text_encoder and accelerator.distributed_type == DistributedType.DEEPSPEED:
+        raise ValueError(
+            "model.train_text_encoder is not supported under DeepSpeed (accelerate gives one engine one model); "
+            "train it with DDP, or keep the text encoder frozen"
+        )
     trained_text = accelerator.prepare(text_encoder.model) if cfg.model.train_text_encoder else None
     text_features = TextFeatures(text_encoder, trained_text, cfg.data.text_cache_size)
     ema = None
     if opt.ema_decay is not None:
-        ema = EMAModel(params, decay=opt.ema_decay)
+        ema = EMAModel([p.detach().float() for p in params], decay=opt.ema_decay)  # fp32 shadow weights
         ema.to(device)
         accelerator.register_for_checkpointing(ema)
 
@@ -214,7 +221,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         extra = strategy.condition(vae, pixels, np.random.default_rng([cfg.seed, micro, rank]), cfg.masks)
         if extra is not None:
             model_input = torch.cat([model_input, extra], dim=1)
-        pred = transformer(model_input, noised.timesteps, text, encoder_attention_mask=text_mask).sample
+        # the model's own dtype: a no-op under DDP's autocast, bf16 under DeepSpeed (whose engine holds bf16
+        # weights and does no autocast)
+        dtype = model.dtype
+        pred = transformer(
+            model_input.to(dtype), noised.timesteps, text.to(dtype), encoder_attention_mask=text_mask
+        ).sample
         loss = objective.loss(pred[:, : latents.shape[1]], noised)  # learned-sigma half not trained
         if latents.shape[2] == 1 and motion_params:
             # an image skips the motion modules; a zero-weighted term still gives them a (zero) gradient, so
@@ -277,6 +289,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             logged_step = step
             scalars = {f"train/{k}" if "/" not in k else k: v for k, v in logs.items()}
             accelerator.log({**scalars, **perf}, step=step)
+            if main:  # the same scalars as plain text, one JSON line per logged step
+                with open(os.path.join(cfg.output_dir, "logs.jsonl"), "a") as fh:
+                    fh.write(json.dumps({"step": step, **scalars, **perf}) + "\n")
         run.checkpoint(step, trainer_state, save_for_inference)
         if main and validating and run.due(step, cfg.validation.steps):
             validate(cfg, strategy, vae, text_encoder, model, objective, step, run)
