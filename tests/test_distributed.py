@@ -161,3 +161,18 @@ def test_zero2_refuses_a_second_accumulation_setting(tmp_path, base_pipeline, sh
         "gradient_accumulation_steps is 1 but the run's optimization.gradient_accumulation_steps is 2"
         in res.stderr
     )
+
+
+def test_gpu_check_runs_at_tiny_size(tmp_path):
+    """benchmarks/gpu_check.py (the GPU check, XL/2 on a GPU) runs end to end here at tiny size on CPU."""
+    out = tmp_path / "gpu_check.json"
+    res = run_command(
+        [sys.executable, "benchmarks/gpu_check.py", "--tiny", "--device", "cpu", "--out", str(out)]
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = json.loads(out.read_text())
+    train = result["bf16_training"]
+    assert train["steps_timed"] >= 1 and train["steps_per_second"] > 0 and 0 < train["mfu"] < 1
+    assert train["flops_per_step"] > 3 * 2 * train["parameters"]  # at least forward + backward per token
+    zero = result["zero2"]
+    assert len(zero["losses"]) == 3 and zero["losses"][-1] < zero["losses"][0]
