@@ -254,6 +254,12 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
                 seq, frame_ids = self._to_motion(x, kind, b, f, h, w)
                 seq = self._run(self.motion_modules[str(i)], seq, frame_ids)
                 x = self._from_motion(seq, kind, b, f, h, w)
+            elif kind is not None and self.training and torch.is_grad_enabled():
+                # Training on an image: a zero-weighted call of the module on one token leaves x exactly as
+                # it is but gives the module a (zero) gradient, so data-parallel training (DDP, DeepSpeed ZeRO,
+                # FSDP) reduces the same parameters on every process whatever kind of batch each step has.
+                probe = self._run(self.motion_modules[str(i)], x[:1, :1], torch.zeros(1, device=x.device))
+                x = x + 0.0 * probe.sum()
             if i in self.skip_sources.values():
                 skips[i] = x
 

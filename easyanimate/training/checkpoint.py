@@ -59,8 +59,8 @@ def save_checkpoint(
     keep: int,
     write_extra: Callable[[str], None] | None = None,
 ) -> str:
-    """accelerate's state + `trainer_state.json` (+ whatever `write_extra(folder)` writes on the main process,
-    e.g. the model in its inference layout), renamed into place only when every part is written."""
+    """accelerate's state + `trainer_state.json` (+ whatever `write_extra(folder)`, called on every process,
+    writes: the model in its inference layout), renamed into place only when every process has written."""
     root = checkpoint_dir(output_dir)
     final = os.path.join(root, f"checkpoint-{step:08d}")
     tmp = final + ".tmp"
@@ -69,10 +69,10 @@ def save_checkpoint(
         os.makedirs(tmp, exist_ok=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(tmp)
+    if write_extra is not None:  # on every process: it may gather sharded weights; the main process writes
+        write_extra(tmp)
     accelerator.wait_for_everyone()  # every process has written its part before the folder is renamed
     if accelerator.is_main_process:
-        if write_extra is not None:
-            write_extra(tmp)
         with open(os.path.join(tmp, STATE_FILE), "w") as fh:
             json.dump({"step": step, **state}, fh, indent=2)
         if os.path.isdir(final):

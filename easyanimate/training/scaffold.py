@@ -8,6 +8,7 @@ state = run.resume()                         # {} for a fresh run, else the save
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -99,8 +100,11 @@ class RunScaffold:
                 ) from err
         self.report_to = report_to
         # without CUDA, DeepSpeed's own process-group set-up finds no backend and every process believes it is
-        # alone; gloo serves DDP and DeepSpeed alike on CPU
-        handlers = [] if torch.cuda.is_available() else [InitProcessGroupKwargs(backend="gloo")]
+        # alone: gloo (a single plain process must not be given a backend: it has no process group)
+        deepspeed_on_cpu = (
+            os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true" and not torch.cuda.is_available()
+        )
+        handlers = [InitProcessGroupKwargs(backend="gloo")] if deepspeed_on_cpu else []
         self.accelerator = Accelerator(
             mixed_precision=mixed_precision,
             gradient_accumulation_steps=gradient_accumulation_steps,
@@ -160,10 +164,47 @@ class RunScaffold:
     ) -> str | None:
         """Write a checkpoint when one is due (every `checkpoint_every` steps and at the end); `state()` gives
         the trainer state to record (called on every process only then: it may gather); `write_extra(folder)`
-        adds files on the main process before the checkpoint is renamed into place."""
+        (every process) adds files before the checkpoint is renamed into place."""
         if not self.due(step, self.checkpoint_every):
             return None
         return save_checkpoint(self.accelerator, self.output_dir, step, state(), self.keep, write_extra)
+
+    @contextlib.contextmanager
+    def whole_weights_loading(self):
+        """Load frozen models (VAE, text encoder) whole: under DeepSpeed, transformers' `from_pretrained` would
+        otherwise partition them for ZeRO-3, though no engine ever gathers them (T5 then fails in forward)."""
+        if self.accelerator.distributed_type != DistributedType.DEEPSPEED:
+            yield
+            return
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+        try:
+            yield
+        finally:
+            self.accelerator.state.deepspeed_plugin.set_deepspeed_weakref()
+
+    @property
+    def sharded(self) -> bool:
+        """Whether no process holds whole weights (DeepSpeed ZeRO-3, FSDP): validation and export then gather."""
+        acc = self.accelerator
+        if acc.distributed_type == DistributedType.FSDP:
+            return True
+        return (
+            acc.distributed_type == DistributedType.DEEPSPEED and acc.state.deepspeed_plugin.zero_stage == 3
+        )
+
+    def full_model(self, prepared, unwrapped):
+        """On every process (a collective when sharded): the main process gets a model with whole weights (the
+        unwrapped model itself when it already has them), the others None."""
+        if not self.sharded:
+            return unwrapped if self.main else None
+        state = self.accelerator.get_state_dict(prepared)  # gathered onto the main process
+        if not self.main:
+            return None
+        full = type(unwrapped).from_config(unwrapped.config)
+        full.load_state_dict({k: v.float() for k, v in state.items()})
+        return full.to(self.device)
 
     def step_metrics(self, samples: int) -> dict[str, float]:
         """Throughput since the last call (`samples` on every process together) and peak memory so far."""

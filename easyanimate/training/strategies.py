@@ -40,6 +40,7 @@ class Strategy:
     frozen: tuple[str, ...] = ()
 
     uses_pixels = False  # True: the model input needs the pixels themselves (no latent cache)
+    exports_pipeline = True  # False: the product is an adapter file (LoRA) read from the whole model
 
     def with_prefixes(self, trainable: list[str] | None, frozen: list[str] | None) -> Strategy:
         if trainable is None and frozen is None:
@@ -99,6 +100,7 @@ class LoraStrategy(Strategy):
     """peft LoRA on the attention layers matching `lora_targets`; the base stays frozen."""
 
     lora_targets: str = SPATIAL_ATTENTION
+    exports_pipeline = False
 
     def select_trainable(self, transformer, lora_rank: int, lora_alpha: float) -> list[torch.nn.Parameter]:
         from peft import LoraConfig

@@ -122,11 +122,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     # components: frozen VAE and text encoder, the transformer to train, the mode's strategy
     frozen_dtype = torch.float32 if cfg.model.train_text_encoder else weight_dtype(opt.mixed_precision)
-    vae = SliceVAE.from_pretrained(os.path.join(cfg.model.pipeline, "vae"))
+    with run.whole_weights_loading():
+        vae = SliceVAE.from_pretrained(os.path.join(cfg.model.pipeline, "vae"))
+        text_encoder = load_text_encoder(
+            cfg.model.pipeline, max_length=cfg.model.max_text_length, torch_dtype=frozen_dtype, device=device
+        )
     vae.to(device, weight_dtype(opt.mixed_precision)).eval().requires_grad_(False)
-    text_encoder = load_text_encoder(
-        cfg.model.pipeline, max_length=cfg.model.max_text_length, torch_dtype=frozen_dtype, device=device
-    )
     transformer = load_run_transformer(cfg, text_encoder.hidden_size)
     strategy = strategy_of(cfg)
     strategy.prepare(transformer, vae)
@@ -153,6 +154,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         raise ValueError(
             "model.train_text_encoder is not supported under DeepSpeed (accelerate gives one engine one model); "
             "train it with DDP, or keep the text encoder frozen"
+        )
+    if run.sharded and (opt.ema_decay is not None or not strategy.exports_pipeline):
+        raise ValueError(
+            "EMA and LoRA modes need whole weights on every process: use DDP or ZeRO-2 with them, not "
+            "ZeRO-3 / FSDP"
         )
     trained_text = accelerator.prepare(text_encoder.model) if cfg.model.train_text_encoder else None
     text_features = TextFeatures(text_encoder, trained_text, cfg.data.text_cache_size)
@@ -228,32 +234,30 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             model_input.to(dtype), noised.timesteps, text.to(dtype), encoder_attention_mask=text_mask
         ).sample
         loss = objective.loss(pred[:, : latents.shape[1]], noised)  # learned-sigma half not trained
-        if latents.shape[2] == 1 and motion_params:
-            # an image skips the motion modules; a zero-weighted term still gives them a (zero) gradient, so
-            # DDP / ZeRO / FSDP reduce the same parameters on every process in every step
-            loss = loss + 0.0 * sum(p.sum() for p in motion_params)
         return loss, tuple(latents.shape[2:])
 
     def trainer_state() -> dict[str, Any]:  # what a checkpoint records beside accelerate's state
         positions = accelerator.gather(torch.tensor([position], device=device)).tolist()
         return {"epoch": epoch, "position": positions, "skipped": skipped}
 
-    def save_for_inference(
-        folder: str,
-    ) -> None:  # every checkpoint also serves inference (EMA weights if any)
+    def with_inference_weights(use) -> None:
+        """On every process: `use(model)` on the main process with the weights inference sees (EMA when on,
+        gathered when sharded)."""
         if ema is not None:
             ema.store(params)
             ema.copy_to(params)
-        strategy.save_for_inference(model, folder)
+        full = run.full_model(transformer, model)
+        if main:
+            use(full)
         if ema is not None:
             ema.restore(params)
+
+    def save_for_inference(folder: str) -> None:  # every checkpoint also serves inference
+        with_inference_weights(lambda m: strategy.save_for_inference(m, folder))
 
     samples_per_step = cfg.data.batch_size * opt.gradient_accumulation_steps * accelerator.num_processes
     logged_step, grad_norm = step, None
     validating = bool(cfg.validation.prompts) and cfg.validation.steps > 0  # steps 0 or no prompts: off
-    motion_params = [
-        p for n, p in model.named_parameters() if p.requires_grad and n.startswith("motion_modules.")
-    ]
     history: list[dict[str, float]] = []
     data = batches()
     bar = tqdm(total=opt.max_steps, initial=step, disable=not main, desc=f"train {cfg.mode}")
@@ -293,17 +297,20 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 with open(os.path.join(cfg.output_dir, "logs.jsonl"), "a") as fh:
                     fh.write(json.dumps({"step": step, **scalars, **perf}) + "\n")
         run.checkpoint(step, trainer_state, save_for_inference)
-        if main and validating and run.due(step, cfg.validation.steps):
-            validate(cfg, strategy, vae, text_encoder, model, objective, step, run)
+        if validating and run.due(step, cfg.validation.steps):
+            if run.sharded:  # gathered for the main process; the others only take part in the gather
+                full = run.full_model(transformer, model)
+                if main:
+                    validate(cfg, strategy, vae, text_encoder, full, objective, step, run)
+            elif main:
+                validate(cfg, strategy, vae, text_encoder, model, objective, step, run)
             transformer.train()
     bar.close()
 
     accelerator.wait_for_everyone()
     outputs = {}
-    if main:
-        if ema is not None:
-            ema.copy_to(params)
 
+    def export(final) -> None:
         def save_pipeline(folder: str) -> None:
             frozen = (vae, text_encoder)
             if weight_dtype(opt.mixed_precision) != torch.float32:  # ship the frozen parts as they came
@@ -313,9 +320,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                     if trained_text is not None
                     else load_text_encoder(cfg.model.pipeline, max_length=cfg.model.max_text_length),
                 )
-            _pipeline(*frozen, model, objective).save_pretrained(folder)
+            _pipeline(*frozen, final, objective).save_pretrained(folder)
 
-        outputs = strategy.export(model, cfg.output_dir, save_pipeline, cfg.model.motion_module_export)
+        outputs.update(strategy.export(final, cfg.output_dir, save_pipeline, cfg.model.motion_module_export))
+
+    if ema is not None:
+        ema.copy_to(params)  # the run's product is the EMA weights
+    final = run.full_model(transformer, model)  # on every process: a gather when sharded
+    if main:
+        export(final)
     run.finish()
     return {"history": history, "outputs": outputs, "skipped": skipped, "start_step": start_step}
 
