@@ -205,3 +205,53 @@ def test_zero3_matches_ddp_and_gathers_for_validation_and_export(tmp_path, base_
     )
     assert served.keys() == wb.keys() and all(v.numel() == wb[k].numel() for k, v in served.items())
     assert os.listdir(runs["zero3"] / "validation" / "step-00000003")
+
+
+SLOW_RANK = """
+import os, time
+import accelerate
+
+_save = accelerate.Accelerator.save_state
+
+
+def save_state(self, output_dir=None, **kw):  # rank 1 writes its part of every checkpoint late
+    out = _save(self, output_dir, **kw)
+    if os.environ.get("RANK") == "1":
+        time.sleep(3)
+        open(os.path.join(output_dir, "rank1_was_here"), "w").close()
+    return out
+
+
+accelerate.Accelerator.save_state = save_state
+"""
+
+
+def test_a_slow_rank_cannot_break_a_checkpoint(tmp_path, base_pipeline, shapes_dir):
+    """Rank 1 finishes writing 3 s after rank 0: the checkpoint is renamed into place only after it did, so the
+    complete folder holds rank 1's files, and a resume from it works."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(SLOW_RANK)
+    env = {
+        **os.environ,
+        "ACCELERATE_USE_CPU": "true",
+        "PYTHONPATH": f"{hooks}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "scripts/train.py"]
+    args = _args(
+        tmp_path / "run", base_pipeline, shapes_dir, **{"optimization.max_steps": 2, "checkpointing.steps": 1}
+    )
+    res = run_command([*launch, *args], timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for step in (1, 2):
+        folder = tmp_path / "run" / "checkpoints" / f"checkpoint-{step:08d}"
+        assert {"rank1_was_here", "random_states_1.pkl", "trainer_state.json"} <= set(os.listdir(folder))
+    assert not list((tmp_path / "run" / "checkpoints").glob("*.tmp"))
+    args = _args(
+        tmp_path / "run",
+        base_pipeline,
+        shapes_dir,
+        **{"optimization.max_steps": 3, "checkpointing.resume_from": "latest"},
+    )
+    res = run_command([*launch, *args], timeout=600, env=env)
+    assert res.returncode == 0 and "resumed from" in res.stderr, res.stderr[-3000:]
