@@ -110,6 +110,21 @@ def make_pipeline(path, inpaint=False, sampler="Euler", prediction_type="epsilon
     return str(path)
 
 
+def tiny_run(output_dir, pipeline: str, shapes_dir: str) -> dict:
+    """The settings every tiny DiT training run in the tests shares (32 px, 9 frames, batches of 2)."""
+    return {
+        "output_dir": str(output_dir),
+        "model.pipeline": pipeline,
+        "data.meta": os.path.join(shapes_dir, "metadata.json"),
+        "data.base_size": 32,
+        "data.num_frames": 9,
+        "data.batch_size": 2,
+        "data.caption_dropout": 0.0,
+        "optimization.learning_rate": 2e-3,
+        "checkpointing.steps": 100,
+    }
+
+
 def make_tiny_clip_vision(path) -> str:
     """A random tiny CLIP vision model + image processor saved as a local folder (aesthetic / FVD encoders)."""
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 import yaml
-from conftest import ROOT, make_pipeline, run_command
+from conftest import ROOT, make_pipeline, run_command, tiny_run
 from safetensors.torch import load_file
 
 pytest.importorskip("deepspeed")
@@ -25,16 +25,8 @@ def base_pipeline(tmp_path_factory) -> str:
 
 def _args(out, base_pipeline, shapes_dir, **kw) -> list[str]:
     settings = {
-        "output_dir": str(out),
-        "model.pipeline": base_pipeline,
-        "data.meta": os.path.join(shapes_dir, "metadata.json"),
-        "data.base_size": 32,
-        "data.num_frames": 9,
-        "data.batch_size": 2,
-        "data.caption_dropout": 0.0,
-        "optimization.learning_rate": 2e-3,
+        **tiny_run(out, base_pipeline, shapes_dir),
         "optimization.max_steps": 3,
-        "checkpointing.steps": 100,
         "validation.steps": 0,
         "logging.steps": 1,
         **MIXED,

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, make_pipeline, run_command, run_python
+from conftest import ROOT, make_pipeline, run_command, run_python, tiny_run
 
 from easyanimate.config import ConfigError, load_config
 from easyanimate.data.datasets import VideoDataset
@@ -49,16 +49,8 @@ SECTION = {
 
 def overrides(tmp_path, base_pipeline, shapes_dir, **kw) -> list[str]:
     settings = {
-        "output_dir": str(tmp_path),
-        "model.pipeline": base_pipeline,
-        "data.meta": os.path.join(shapes_dir, "metadata.json"),
-        "data.base_size": 32,
-        "data.num_frames": 9,
-        "data.batch_size": 2,
-        "data.caption_dropout": 0.0,
+        **tiny_run(tmp_path, base_pipeline, shapes_dir),
         "optimization.max_steps": 30,
-        "optimization.learning_rate": 2e-3,
-        "checkpointing.steps": 100,
         "validation.steps": 1000,
         "validation.num_frames": 5,
         "validation.inference_steps": 2,
