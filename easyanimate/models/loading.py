@@ -75,5 +75,4 @@ def pipeline_shape_rule(folder: str) -> ShapeRule:
     configs alone: the web UI checks a request before it loads any weights."""
     with open(os.path.join(folder, "vae", "config.json")) as fh:
         vae = config_shape_rule(json.load(fh))
-    patch = transformer_patch_size(os.path.join(folder, "transformer"))
-    return ShapeRule(vae.temporal_ratio, vae.size_multiple * patch)
+    return vae.with_patch(transformer_patch_size(os.path.join(folder, "transformer")))

@@ -26,8 +26,12 @@ class ShapeRule:
     @classmethod
     def of(cls, vae, transformer=None) -> ShapeRule:
         """The rule of a VAE (and the transformer on its latents: its patch size multiplies the size rule)."""
-        patch = transformer.config.patch_size if transformer is not None else 1
-        return cls(vae.temporal_compression_ratio, vae.spatial_compression_ratio * patch)
+        rule = cls(vae.temporal_compression_ratio, vae.spatial_compression_ratio)
+        return rule.with_patch(transformer.config.patch_size) if transformer is not None else rule
+
+    def with_patch(self, patch_size: int) -> ShapeRule:
+        """This VAE rule for a transformer that patchifies its latents by `patch_size`."""
+        return ShapeRule(self.temporal_ratio, self.size_multiple * patch_size)
 
     @property
     def frames_text(self) -> str:

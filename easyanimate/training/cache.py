@@ -131,7 +131,6 @@ def precompute_run(cfg) -> tuple[int, int]:
     """What `scripts/precompute.py` does: the run's records at its buckets, through its pipeline's VAE and
     text encoder, into `cfg.data.latent_cache`. Returns (written, records)."""
     from ..models.loading import transformer_patch_size
-    from ..models.shape_rule import ShapeRule
     from ..models.slice_vae import SliceVAE
     from ..models.text_encoder import load_text_encoder
     from .data import build_data
@@ -139,9 +138,8 @@ def precompute_run(cfg) -> tuple[int, int]:
 
     kind = strategy_of(cfg).data
     vae = SliceVAE.from_pretrained(os.path.join(cfg.model.pipeline, "vae")).eval()
-    source = cfg.model.transformer or os.path.join(cfg.model.pipeline, "transformer")
-    patch = transformer_patch_size(source, **cfg.model.transformer_options)
-    shape = ShapeRule(vae.temporal_compression_ratio, vae.spatial_compression_ratio * patch)
+    patch = transformer_patch_size(cfg.model.transformer_source, **cfg.model.transformer_options)
+    shape = vae.shape_rule.with_patch(patch)
     records, sampler = build_data(cfg, kind, shape)
     text = load_text_encoder(cfg.model.pipeline, max_length=cfg.model.max_text_length)
     return precompute(cfg, kind, records, sampler, vae, text, cfg.data.latent_cache), len(records)

@@ -7,6 +7,7 @@ Overrides are dotted: `optimization.max_steps=10 data.batch_size=4 validation.st
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,11 @@ class ModelConfig:
     train_text_encoder: bool = False  # t2i / t2v: train the (small) text encoder with the DiT
     gradient_checkpointing: bool = False  # recompute block activations in backward (less memory, ~30% slower)
     motion_module_export: str | None = None  # also write the motion modules here (models/Motion_Module/x)
+
+    @property
+    def transformer_source(self) -> str:
+        """What the run's transformer is loaded from: `transformer`, else the pipeline's `transformer/`."""
+        return self.transformer or os.path.join(self.pipeline, "transformer")
 
 
 @dataclass

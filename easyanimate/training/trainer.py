@@ -44,8 +44,9 @@ logger = logging.getLogger(__name__)
 def load_run_transformer(cfg: TrainConfig, caption_channels: int):
     """The transformer a run starts from: `model.transformer` (preset, PixArt or our folder), else the
     pipeline's own."""
-    source = cfg.model.transformer or os.path.join(cfg.model.pipeline, "transformer")
-    return load_transformer(source, caption_channels=caption_channels, **cfg.model.transformer_options)
+    return load_transformer(
+        cfg.model.transformer_source, caption_channels=caption_channels, **cfg.model.transformer_options
+    )
 
 
 def make_optimizer(params, cfg: TrainConfig):
@@ -119,8 +120,20 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         micro_batch_size=cfg.data.batch_size,
     )
     accelerator, main, device, rank = run.accelerator, run.main, run.device, run.rank
+    strategy = strategy_of(cfg)
+    # what these launches cannot do, refused before anything is loaded
+    if cfg.model.train_text_encoder and accelerator.distributed_type == DistributedType.DEEPSPEED:
+        raise ValueError(
+            "model.train_text_encoder is not supported under DeepSpeed (accelerate gives one engine one model); "
+            "train it with DDP, or keep the text encoder frozen"
+        )
+    if run.sharded and (opt.ema_decay is not None or not strategy.exports_pipeline):
+        raise ValueError(
+            "EMA and LoRA modes need whole weights on every process: use DDP or ZeRO-2 with them, not "
+            "ZeRO-3 / FSDP"
+        )
 
-    # components: frozen VAE and text encoder, the transformer to train, the mode's strategy
+    # components: frozen VAE and text encoder, the transformer to train
     frozen_dtype = torch.float32 if cfg.model.train_text_encoder else weight_dtype(opt.mixed_precision)
     with run.whole_weights_loading():
         vae = SliceVAE.from_pretrained(os.path.join(cfg.model.pipeline, "vae"))
@@ -129,7 +142,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         )
     vae.to(device, weight_dtype(opt.mixed_precision)).eval().requires_grad_(False)
     transformer = load_run_transformer(cfg, text_encoder.hidden_size)
-    strategy = strategy_of(cfg)
     strategy.prepare(transformer, vae)
     if cfg.model.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
@@ -150,16 +162,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     model = accelerator.unwrap_model(transformer)
     # prepared: its weights go into checkpoints and its gradients are synchronised; validation and export use
     # text_encoder (the same weights, unwrapped)
-    if cfg.model.train_text_encoder and accelerator.distributed_type == DistributedType.DEEPSPEED:
-        raise ValueError(
-            "model.train_text_encoder is not supported under DeepSpeed (accelerate gives one engine one model); "
-            "train it with DDP, or keep the text encoder frozen"
-        )
-    if run.sharded and (opt.ema_decay is not None or not strategy.exports_pipeline):
-        raise ValueError(
-            "EMA and LoRA modes need whole weights on every process: use DDP or ZeRO-2 with them, not "
-            "ZeRO-3 / FSDP"
-        )
     trained_text = accelerator.prepare(text_encoder.model) if cfg.model.train_text_encoder else None
     text_features = TextFeatures(text_encoder, trained_text, cfg.data.text_cache_size)
     ema = None
@@ -298,37 +300,31 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                     fh.write(json.dumps({"step": step, **scalars, **perf}) + "\n")
         run.checkpoint(step, trainer_state, save_for_inference)
         if validating and run.due(step, cfg.validation.steps):
-            if run.sharded:  # gathered for the main process; the others only take part in the gather
-                full = run.full_model(transformer, model)
-                if main:
-                    validate(cfg, strategy, vae, text_encoder, full, objective, step, run)
-            elif main:
-                validate(cfg, strategy, vae, text_encoder, model, objective, step, run)
+            full = run.full_model(transformer, model)  # every process: a gather when sharded
+            if main:
+                validate(cfg, strategy, vae, text_encoder, full, objective, step, run)
             transformer.train()
     bar.close()
 
     accelerator.wait_for_everyone()
-    outputs = {}
-
-    def export(final) -> None:
-        def save_pipeline(folder: str) -> None:
-            frozen = (vae, text_encoder)
-            if weight_dtype(opt.mixed_precision) != torch.float32:  # ship the frozen parts as they came
-                frozen = (
-                    SliceVAE.from_pretrained(os.path.join(cfg.model.pipeline, "vae")),
-                    text_encoder
-                    if trained_text is not None
-                    else load_text_encoder(cfg.model.pipeline, max_length=cfg.model.max_text_length),
-                )
-            _pipeline(*frozen, final, objective).save_pretrained(folder)
-
-        outputs.update(strategy.export(final, cfg.output_dir, save_pipeline, cfg.model.motion_module_export))
-
     if ema is not None:
         ema.copy_to(params)  # the run's product is the EMA weights
     final = run.full_model(transformer, model)  # on every process: a gather when sharded
+
+    def save_pipeline(folder: str) -> None:
+        frozen = (vae, text_encoder)
+        if weight_dtype(opt.mixed_precision) != torch.float32:  # ship the frozen parts as they came
+            frozen = (
+                SliceVAE.from_pretrained(os.path.join(cfg.model.pipeline, "vae")),
+                text_encoder
+                if trained_text is not None
+                else load_text_encoder(cfg.model.pipeline, max_length=cfg.model.max_text_length),
+            )
+        _pipeline(*frozen, final, objective).save_pretrained(folder)
+
+    outputs = {}
     if main:
-        export(final)
+        outputs = strategy.export(final, cfg.output_dir, save_pipeline, cfg.model.motion_module_export)
     run.finish()
     return {"history": history, "outputs": outputs, "skipped": skipped, "start_step": start_step}
 
