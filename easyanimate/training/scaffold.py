@@ -19,8 +19,13 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState
-from accelerate.utils import DistributedType, InitProcessGroupKwargs, set_seed
+from accelerate.state import AcceleratorState, PartialState
+from accelerate.utils import (
+    DistributedType,
+    FullyShardedDataParallelPlugin,
+    InitProcessGroupKwargs,
+    set_seed,
+)
 
 from ..config import save_config
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
@@ -65,6 +70,56 @@ def configure_deepspeed(accelerator: Accelerator, accumulation: int, micro_batch
         config["train_batch_size"] = micro_batch_size * accumulation * accelerator.num_processes
 
 
+def fsdp_requested() -> bool:
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+
+
+def cpu_fsdp_plugin() -> FullyShardedDataParallelPlugin:
+    """The launch config's FSDP plugin for CPU processes. accelerate 1.15 only selects FSDP on GPU-like devices
+    and its plugin refuses to build without one when `sync_module_states` is on; every process loads the same
+    weights from disk, so nothing needs syncing. The full state dict stays in place (offloading it to the CPU
+    it is already on crashes torch's gather)."""
+    os.environ["FSDP_SYNC_MODULE_STATES"] = "false"
+    os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = "false"
+    return FullyShardedDataParallelPlugin()
+
+
+def force_fsdp(accelerator: Accelerator, plugin: FullyShardedDataParallelPlugin) -> None:
+    """Make a CPU multi-process accelerator an FSDP one: `prepare`, `save_state`, `load_state` and
+    `clip_grad_norm_` then take their FSDP paths, as on GPUs. Both shared states hold the type (accelerate
+    re-reads PartialState's)."""
+    if plugin.state_dict_type.name == "FULL_STATE_DICT":
+        # accelerate saves a full state dict with torch's offload-to-CPU gather, which crashes (SIGSEGV in
+        # FSDP's state-dict clone, torch 2.13) when the weights already are in CPU memory
+        raise ValueError(
+            "fsdp_state_dict_type FULL_STATE_DICT cannot be saved by CPU processes (torch's offload-to-CPU "
+            "gather crashes there): use SHARDED_STATE_DICT when training FSDP on CPU"
+        )
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    accelerator.state.distributed_type = DistributedType.FSDP
+    accelerator.state.fsdp_plugin = plugin
+
+
+def init_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Give a fresh optimizer its state tensors (a step with zero gradients at learning rate 0: no weight moves).
+    accelerate 1.15 loads a sharded FSDP optimizer into the keys the optimizer already has, so a fresh AdamW
+    (no state until its first step) resumed with none: its moments restarted at zero."""
+    if optimizer.state:
+        return
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+    if any(p.grad is not None for p in params):
+        return
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    rates = [group["lr"] for group in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["lr"] = 0.0
+    optimizer.step()
+    for group, lr in zip(optimizer.param_groups, rates):
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+
+
 def is_due(step: int, every: int, max_steps: int) -> bool:
     """Every `every` steps and at the last step; `every <= 0` means at the last step only."""
     return step == max_steps or (every > 0 and step % every == 0)
@@ -105,13 +160,19 @@ class RunScaffold:
             os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true" and not torch.cuda.is_available()
         )
         handlers = [InitProcessGroupKwargs(backend="gloo")] if deepspeed_on_cpu else []
+        # FSDP on CPU processes (gloo): the launch config's plugin, applied by hand (see cpu_fsdp_plugin)
+        plugin = cpu_fsdp_plugin() if fsdp_requested() and not torch.cuda.is_available() else None
         self.accelerator = Accelerator(
             mixed_precision=mixed_precision,
             gradient_accumulation_steps=gradient_accumulation_steps,
             log_with=None if report_to == "none" else report_to,
             project_dir=output_dir,
             kwargs_handlers=handlers,
+            fsdp_plugin=plugin,
         )
+        self.fsdp_on_cpu = plugin is not None and self.accelerator.num_processes > 1
+        if self.fsdp_on_cpu:
+            force_fsdp(self.accelerator, plugin)
         if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
             configure_deepspeed(self.accelerator, gradient_accumulation_steps, micro_batch_size)
         acc = self.accelerator
@@ -136,11 +197,40 @@ class RunScaffold:
         set_seed(seed)
         self._step_started = time.perf_counter()
 
-    def resume(self) -> dict[str, Any]:
-        """Load the checkpoint asked for (accelerate state); its trainer state, or {} for a fresh run."""
+    def shard(self, model: torch.nn.Module) -> torch.nn.Module:
+        """FSDP on CPU: wrap `model` with the launch config's plugin here (accelerate's own wrapping asks for an
+        accelerator device); `prepare` then keeps the wrapper. Anything else: `model` as it is. With
+        `use_orig_params` the parameters stay the same objects, so an optimizer built on them still works."""
+        if not self.fsdp_on_cpu:
+            return model
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        plugin = self.accelerator.state.fsdp_plugin
+        plugin.set_auto_wrap_policy(model)
+        return FSDP(
+            model,
+            sharding_strategy=plugin.sharding_strategy,
+            auto_wrap_policy=plugin.auto_wrap_policy,
+            mixed_precision=plugin.mixed_precision_policy,
+            use_orig_params=plugin.use_orig_params,
+            device_id=torch.device("cpu"),
+        )
+
+    def clip_grad_norm(self, prepared, params: list[torch.Tensor], max_norm: float):
+        """The global gradient norm, clipped. FSDP: the root wrapper's own clipping over every shard (accelerate
+        falls back to a local, per-shard norm when `params` is not all of the model's parameters)."""
+        if self.accelerator.distributed_type == DistributedType.FSDP and hasattr(prepared, "clip_grad_norm_"):
+            return prepared.clip_grad_norm_(max_norm)
+        return self.accelerator.clip_grad_norm_(params, max_norm)
+
+    def resume(self, optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
+        """Load the checkpoint asked for (accelerate state); its trainer state, or {} for a fresh run.
+        `optimizer` (the prepared one) gets its state tensors first under FSDP, so they are loaded into."""
         path = resolve_resume(self.output_dir, self.resume_from)
         if not path:
             return {}
+        if optimizer is not None and self.accelerator.distributed_type == DistributedType.FSDP:
+            init_optimizer_state(getattr(optimizer, "optimizer", optimizer))
         state = load_checkpoint(self.accelerator, path)
         logger.info("resumed from %s at step %d", path, state["step"])
         return state
@@ -199,12 +289,24 @@ class RunScaffold:
         unwrapped model itself when it already has them), the others None."""
         if not self.sharded:
             return unwrapped if self.main else None
-        state = self.accelerator.get_state_dict(prepared)  # gathered onto the main process
+        if self.accelerator.distributed_type == DistributedType.FSDP:
+            state = self._fsdp_full_state(prepared)
+        else:
+            state = self.accelerator.get_state_dict(prepared)  # gathered onto the main process
         if not self.main:
             return None
         full = type(unwrapped).from_config(unwrapped.config)
         full.load_state_dict({k: v.float() for k, v in state.items()})
         return full.to(self.device)
+
+    def _fsdp_full_state(self, prepared) -> dict[str, torch.Tensor]:
+        """FSDP's full state dict on the main process (offloaded to CPU memory when on a GPU)."""
+        from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        config = FullStateDictConfig(offload_to_cpu=self.device.type != "cpu", rank0_only=True)
+        with FSDP.state_dict_type(prepared, StateDictType.FULL_STATE_DICT, config):
+            return prepared.state_dict()
 
     def step_metrics(self, samples: int) -> dict[str, float]:
         """Throughput since the last call (`samples` on every process together) and peak memory so far."""

@@ -122,9 +122,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     accelerator, main, device, rank = run.accelerator, run.main, run.device, run.rank
     strategy = strategy_of(cfg)
     # what these launches cannot do, refused before anything is loaded
-    if cfg.model.train_text_encoder and accelerator.distributed_type == DistributedType.DEEPSPEED:
+    if cfg.model.train_text_encoder and accelerator.distributed_type in (
+        DistributedType.DEEPSPEED,
+        DistributedType.FSDP,
+    ):
         raise ValueError(
-            "model.train_text_encoder is not supported under DeepSpeed (accelerate gives one engine one model); "
+            "model.train_text_encoder is not supported under DeepSpeed or FSDP (they shard one model per run); "
             "train it with DDP, or keep the text encoder frozen"
         )
     if run.sharded and (opt.ema_decay is not None or not strategy.exports_pipeline):
@@ -158,6 +161,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     lr_scheduler = get_lr_scheduler(
         opt.lr_scheduler, optimizer, num_warmup_steps=opt.lr_warmup_steps, num_training_steps=opt.max_steps
     )
+    transformer = run.shard(transformer)  # FSDP on CPU processes; on GPUs `prepare` wraps
     transformer, optimizer, lr_scheduler = accelerator.prepare(transformer, optimizer, lr_scheduler)
     model = accelerator.unwrap_model(transformer)
     # prepared: its weights go into checkpoints and its gradients are synchronised; validation and export use
@@ -189,7 +193,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         collate_fn = collate
 
     # resume
-    state = run.resume()
+    state = run.resume(optimizer)
     step, epoch, skipped = state.get("step", 0), state.get("epoch", 0), state.get("skipped", 0)
     position = state["position"][rank] if state else 0
     start_step = step
@@ -277,7 +281,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 run.check_finite(loss, step)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
-                    grad_norm = accelerator.clip_grad_norm_(params, opt.max_grad_norm)
+                    grad_norm = run.clip_grad_norm(transformer, params, opt.max_grad_norm)
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
