@@ -2,7 +2,7 @@
 
     python scripts/convert_fp16.py outputs/demo/t2v/pipeline models/Diffusion_Transformer/EasyAnimate-demo
 
-Halves the size of what we commit or ship; loading with `torch_dtype=torch.float32` (what the CLIs do on CPU)
+Halves the size of what we commit or ship; loading with `dtype=torch.float32` (what the CLIs do on CPU)
 casts back. Other files (configs, tokenizers) are copied unchanged. The destination is replaced atomically.
 """
 

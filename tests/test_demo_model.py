@@ -58,7 +58,7 @@ def test_predict_t2v_with_the_demo_model(tmp_path):
 
 
 def test_demo_inp_lora_and_motion_module_load():
-    pipe = EasyAnimatePipeline.from_pretrained(DEMO, torch_dtype=torch.float32)
+    pipe = EasyAnimatePipeline.from_pretrained(DEMO, dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
 
     def sample():
@@ -76,7 +76,7 @@ def test_demo_inp_lora_and_motion_module_load():
     unload_loras(pipe)
     np.testing.assert_array_equal(sample(), base)  # ...and only while loaded
     load_motion_module(pipe, MOTION)  # the motion modules alone load into the backbone
-    inp = EasyAnimatePipeline.from_pretrained(DEMO_INP, torch_dtype=torch.float32)
+    inp = EasyAnimatePipeline.from_pretrained(DEMO_INP, dtype=torch.float32)
     assert inp.transformer.config.in_channels == 2 * pipe.vae.config.latent_channels + 1
 
 
@@ -88,7 +88,7 @@ def test_convert_fp16_keeps_outputs(tmp_path):
     assert sum(map(os.path.getsize, _weights(str(dst)))) < 0.6 * sum(map(os.path.getsize, _weights(src)))
 
     def run(folder):
-        pipe = EasyAnimatePipeline.from_pretrained(folder, torch_dtype=torch.float32)
+        pipe = EasyAnimatePipeline.from_pretrained(folder, dtype=torch.float32)
         pipe.set_progress_bar_config(disable=True)
         return pipe(
             "a red circle",

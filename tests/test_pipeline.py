@@ -26,7 +26,6 @@ from easyanimate.pipeline import SAMPLERS, EasyAnimatePipeline, get_scheduler
 from easyanimate.pipeline.adapters import load_lora, load_motion_module, unload_loras
 from easyanimate.pipeline.conditioning import inpaint_latents, latent_mask
 from easyanimate.pipeline.long_video import crossfade, generate_long_video, segment_count
-from easyanimate.pipeline.memory import apply_memory_mode, estimate_peak_memory, store_linear_weights_fp8
 
 PROMPT = "a red circle moving left on a gray background"
 
@@ -342,38 +341,6 @@ def test_motion_module_swap_changes_output(tmp_path, pipe):
     with torch.no_grad():
         for i, args, out in seen:
             assert torch.equal(donor.motion_modules[i](*args), out), i
-
-
-def test_fp8_weight_storage():
-    torch.manual_seed(0)
-    model = build_transformer("tiny", caption_channels=32).eval()
-    x, t, text = torch.randn(1, 4, 3, 8, 8), torch.tensor([300]), torch.randn(1, 7, 32)
-    with torch.no_grad():
-        ref = model(x, t, text).sample
-    before = sum(p.numel() * p.element_size() for p in model.parameters())
-    saved = store_linear_weights_fp8(model, min_features=16)
-    after = sum(p.numel() * p.element_size() for p in model.parameters())
-    assert saved > 0 and after == before - saved
-    with torch.no_grad():
-        out = model(x, t, text).sample
-    rel = (out - ref).norm() / ref.norm()
-    assert 0 < rel < 0.1, rel  # e4m3 rounding, cast back per layer
-
-
-def test_memory_modes_and_estimator(pipe):
-    with pytest.raises(ValueError, match="CPU-only"):
-        apply_memory_mode(pipe, "model_cpu_offload", "cpu")
-    with pytest.raises(ValueError, match="unknown GPU memory mode"):
-        apply_memory_mode(pipe, "tiny_gpu", "cpu")
-    est = {m: estimate_peak_memory(0.8e9, 512, 512, 145, m).peak_gb for m in ("none", "model_cpu_offload")}
-    est["fp8"] = estimate_peak_memory(0.8e9, 512, 512, 145, "model_cpu_offload_and_qfloat8").transformer_gb
-    assert est["model_cpu_offload"] < est["none"]
-    assert est["fp8"] < estimate_peak_memory(0.8e9, 512, 512, 145, "model_cpu_offload").transformer_gb
-    small = estimate_peak_memory(0.8e9, 256, 256, 49, "none")
-    assert (
-        small.transformer_activations_gb
-        < estimate_peak_memory(0.8e9, 512, 512, 145, "none").transformer_activations_gb
-    )
 
 
 def test_cli_text_to_video_end_to_end(tmp_path, t2v_dir):

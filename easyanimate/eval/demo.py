@@ -106,7 +106,7 @@ def evaluate_demo(
             "seed": seed,
         },
     }
-    pipe = EasyAnimatePipeline.from_pretrained(model, torch_dtype=torch.float32)
+    pipe = EasyAnimatePipeline.from_pretrained(model, dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     gen = dict(steps=steps, guidance=guidance_scale, frames=num_frames)
 
@@ -184,7 +184,7 @@ def evaluate_demo(
     # image-to-video with the InP model: keeps the given first frame?
     if inpaint_model:
         del pipe
-        ipipe = EasyAnimatePipeline.from_pretrained(inpaint_model, torch_dtype=torch.float32)
+        ipipe = EasyAnimatePipeline.from_pretrained(inpaint_model, dtype=torch.float32)
         ipipe.set_progress_bar_config(disable=True)
         i2v_dir = os.path.join(output, "i2v")
         # frame-0 PSNR with the pipeline's default (start latent kept) / of the model's own frame 0

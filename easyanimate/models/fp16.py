@@ -1,6 +1,6 @@
 """Copy a model folder (or one .safetensors file) with its float32 tensors stored as float16.
 
-Halves the size of what we commit or ship; loading with `torch_dtype=torch.float32` (what the CLIs do on CPU)
+Halves the size of what we commit or ship; loading with `dtype=torch.float32` (what the CLIs do on CPU)
 casts back. Other files (configs, tokenizers) are copied unchanged. The destination is replaced atomically.
 """
 

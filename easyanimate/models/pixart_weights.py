@@ -113,7 +113,7 @@ def video_transformer_from_pixart(
     path_or_model: str | nn.Module,
     in_channels: int | None = None,
     output_loading_info: bool = False,
-    torch_dtype: torch.dtype | None = None,
+    dtype: torch.dtype | None = None,
     **video_options: Any,
 ):
     """See `VideoTransformer3DModel.from_pixart`.
@@ -143,8 +143,8 @@ def video_transformer_from_pixart(
     )
     if in_channels is not None:
         model.widen_inputs(in_channels)  # zero weights on the extra (mask / masked-latent) channels
-    if torch_dtype is not None:
-        model = model.to(torch_dtype)
+    if dtype is not None:
+        model = model.to(dtype)
     if output_loading_info:
         return model, {"missing_keys": missing, "unexpected_keys": list(unexpected), "new_keys": new_keys}
     return model

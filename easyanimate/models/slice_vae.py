@@ -26,7 +26,10 @@ from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers
 from diffusers.utils.accelerate_utils import apply_forward_hook
 from diffusers.utils.torch_utils import randn_tensor
 
+from .devices import execution_device
 from .shape_rule import ShapeRule, nearest_valid_frames
+
+DEFAULT_DECODE_SLICE_LATENTS = 2  # latent frames per decoder call (the memory estimator assumes it too)
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +126,7 @@ class SliceVAE(AutoencoderKLMagvit):
             spatial_group_norm=True,
         )
         self.encode_slice_frames = 8  # video frames per encoder call (multiple of the temporal ratio)
-        self.decode_slice_latents = 2  # latent frames per decoder call
+        self.decode_slice_latents = DEFAULT_DECODE_SLICE_LATENTS  # latent frames per decoder call
         self.tile_sample_size = 256  # pixels; tiling applies to frames larger than this
         self.tile_sample_overlap = 64
         self.allow_trim = False
@@ -215,15 +218,15 @@ class SliceVAE(AutoencoderKLMagvit):
     ) -> torch.Tensor:
         """Pixels `(B, 3, F, H, W)` in [-1, 1] -> scaled latents (what a DiT denoises): the posterior's mode, or
         a sample drawn with `generator`. Inputs are moved to the VAE's device and dtype."""
-        param = next(self.parameters())
-        posterior = self.encode(pixels.to(param.device, param.dtype)).latent_dist
+        # where the VAE computes, also while offload hooks keep its weights elsewhere until the call
+        posterior = self.encode(pixels.to(execution_device(self), self.dtype)).latent_dist
         z = posterior.sample(generator=generator) if sample else posterior.mode()
         return z * self.config.scaling_factor
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> pixels `(B, 3, F, H, W)` in about [-1, 1] (not clamped), in the VAE's dtype."""
-        param = next(self.parameters())
-        return self.decode((latents / self.config.scaling_factor).to(param.device, param.dtype)).sample
+        latents = (latents / self.config.scaling_factor).to(execution_device(self), self.dtype)
+        return self.decode(latents).sample
 
     # ---------------------------------------------------------------------------------------------- encode
 

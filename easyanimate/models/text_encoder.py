@@ -18,6 +18,8 @@ import transformers
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
+from .devices import execution_device
+
 DEFAULT_MAX_LENGTH = 120  # PixArt-alpha's caption length
 
 
@@ -70,7 +72,9 @@ class TextEncoder(nn.Module):
             truncation=True,
             return_tensors="pt",
         )
-        device = next(self.model.parameters()).device
+        device = execution_device(
+            self.model
+        )  # offload hooks may keep the weights on CPU or meta until the call
         return tokens.input_ids.to(device), tokens.attention_mask.to(device)
 
     @torch.no_grad()
@@ -84,7 +88,7 @@ class TextEncoder(nn.Module):
 def load_text_encoder(
     path: str,
     max_length: int = DEFAULT_MAX_LENGTH,
-    torch_dtype: torch.dtype | None = None,
+    dtype: torch.dtype | None = None,
     device: str | torch.device = "cpu",
 ) -> TextEncoder:
     """Load from `path` holding either `text_encoder/` + `tokenizer/` (PixArt layout) or both in one folder."""
@@ -94,8 +98,8 @@ def load_text_encoder(
     tok_dir = _subfolder(path, "tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
     kwargs = {"local_files_only": True}
-    if torch_dtype is not None:
-        kwargs["dtype"] = torch_dtype
+    if dtype is not None:
+        kwargs["dtype"] = dtype
     model = _encoder_class(enc_dir).from_pretrained(enc_dir, **kwargs).to(device)
     model.eval().requires_grad_(False)  # frozen unless a run opts in (train_text_encoder)
     return TextEncoder(model, tokenizer, max_length=max_length)

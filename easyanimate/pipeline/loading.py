@@ -25,10 +25,12 @@ def load_pipeline(
     memory_mode: str = "none",
     device: str | None = None,
     transformer: str | None = None,
+    storage_dtype: str | None = None,
 ) -> EasyAnimatePipeline:
     """A pipeline folder (`model_index.json`) in bf16 on a GPU and fp32 on CPU, with the sampler swapped, motion
-    modules and a LoRA loaded, and a GPU memory mode applied (`memory.MEMORY_MODES`). `transformer`: another
-    transformer folder in place of the pipeline's (a training checkpoint's `transformer/`)."""
+    modules and a LoRA loaded, and a GPU memory mode applied (`memory.MEMORY_MODES`; `storage_dtype`: the
+    transformer's weights stored in fp8 / bf16). `transformer`: another transformer folder in place of the
+    pipeline's (a training checkpoint's `transformer/`)."""
     if not os.path.isfile(os.path.join(model, "model_index.json")):
         raise FileNotFoundError(f"{model} is not a pipeline folder (no model_index.json)")
     device = device or default_device()
@@ -37,13 +39,13 @@ def load_pipeline(
     if transformer:
         if not os.path.isfile(os.path.join(transformer, "config.json")):
             raise FileNotFoundError(f"{transformer} is not a transformer folder (no config.json)")
-        components["transformer"] = VideoTransformer3DModel.from_pretrained(transformer, torch_dtype=dtype)
-    pipe = EasyAnimatePipeline.from_pretrained(model, torch_dtype=dtype, **components)
+        components["transformer"] = VideoTransformer3DModel.from_pretrained(transformer, dtype=dtype)
+    pipe = EasyAnimatePipeline.from_pretrained(model, dtype=dtype, **components)
     if sampler:
         pipe.set_sampler(sampler)
     if motion_module:
         load_motion_module(pipe, motion_module)
     if lora:
         load_lora(pipe, lora, lora_weight)
-    apply_memory_mode(pipe, memory_mode, device)
+    apply_memory_mode(pipe, memory_mode, device, storage_dtype)
     return pipe

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from .memory import MEMORY_MODES
+from .memory import MEMORY_MODES, STORAGE_DTYPES
 
 DEMO_MODEL = "models/Diffusion_Transformer/EasyAnimate-demo"
 
@@ -52,7 +52,20 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
         "--gpu-memory-mode",
         default="none",
         choices=list(MEMORY_MODES),
-        help="trade speed for GPU memory",
+        help="trade speed for GPU memory: model_cpu_offload (one model on the GPU at a time), "
+        "model_cpu_offload_and_qfloat8 (and the transformer stored in fp8), qfloat8 (fp8 storage only), "
+        "group_offload (a block at a time), sequential_cpu_offload (a layer at a time: least memory, slowest)",
+    )
+    p.add_argument(
+        "--storage-dtype",
+        default=None,
+        choices=list(STORAGE_DTYPES),
+        help="store the transformer's weights in this dtype, cast per layer as it runs (any memory mode)",
+    )
+    p.add_argument(
+        "--device",
+        default=None,
+        help="where to generate: cuda, cuda:1, cpu, mps ... (default: cuda when available, else cpu)",
     )
     p.add_argument("--output-dir", default="samples/easyanimate-videos", help="where mp4 + sidecar JSON go")
     p.add_argument("--gif", action="store_true", help="also write a GIF")
@@ -75,7 +88,9 @@ def load_pipeline(args: argparse.Namespace):
         lora=args.lora,
         lora_weight=args.lora_weight,
         memory_mode=args.gpu_memory_mode,
+        device=args.device,
         transformer=args.transformer,
+        storage_dtype=args.storage_dtype,
     )
 
 

@@ -141,7 +141,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     with run.whole_weights_loading():
         vae = SliceVAE.from_pretrained(os.path.join(cfg.model.pipeline, "vae"))
         text_encoder = load_text_encoder(
-            cfg.model.pipeline, max_length=cfg.model.max_text_length, torch_dtype=frozen_dtype, device=device
+            cfg.model.pipeline, max_length=cfg.model.max_text_length, dtype=frozen_dtype, device=device
         )
     vae.to(device, weight_dtype(opt.mixed_precision)).eval().requires_grad_(False)
     transformer = load_run_transformer(cfg, text_encoder.hidden_size)
