@@ -58,7 +58,7 @@ def overhead(args) -> dict:
             guidance_scale=6.0,
             generator=torch.Generator().manual_seed(0),
             output_type="latent",
-            callback_on_step_end=lambda i, latents: stamps.append(time.perf_counter()),
+            callback_on_step_end=lambda _p, _i, _t, kw: stamps.append(time.perf_counter()) or kw,
         )
         edges = [start] + stamps
         step_times += [b - a for a, b in zip(edges[1:-1], edges[2:])]  # skip step 0 (holds text encoding)

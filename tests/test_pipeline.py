@@ -67,6 +67,7 @@ def count_batches(pipe):
 
 def test_load_and_generate_video_image_and_output_types(pipe, t2v_dir):
     assert sorted(os.listdir(t2v_dir)) == [
+        "easyanimate_pipeline.py",  # the entry diffusers' DiffusionPipeline loads our class through
         "model_index.json",
         "scheduler",
         "text_encoder",

@@ -68,7 +68,9 @@ def caption_sensitivity(
 
     def loss(noised, caption):
         if caption not in encoded:
-            encoded[caption] = pipe.encode_prompt([caption], device=device)
+            encoded[caption] = pipe.encode_prompt(
+                [caption], do_classifier_free_guidance=False, device=device
+            )[:2]
         feats, mask = encoded[caption]
         x_t, t = noised.model_input, noised.timesteps
         pred = transformer(x_t, t, feats, encoder_attention_mask=mask).sample[:, :channels]

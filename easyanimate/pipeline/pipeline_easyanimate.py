@@ -2,14 +2,18 @@
 
 A diffusers `DiffusionPipeline` with components `vae` (SliceVAE), `text_encoder`, `tokenizer`,
 `transformer` (VideoTransformer3DModel) and `scheduler`; `from_pretrained` / `save_pretrained` use the
-diffusers folder layout. Long videos are in `long_video.py`, LoRA and memory modes in `adapters.py` and
-`memory.py`; this file is the sampling loop and its inputs.
+diffusers folder layout, and diffusers' own `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`
+loads a saved folder (`custom_entry.py`). diffusers' call conventions: `prompt_embeds` / `negative_prompt_embeds`
+with their attention masks, `num_videos_per_prompt`, `callback_on_step_end(pipe, step, t, callback_kwargs)`,
+and its LoRA API (`lora_loader.py`). Long videos are in `long_video.py`, memory modes in `memory.py`; this file
+is the sampling loop and its inputs.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -24,6 +29,8 @@ from ..diffusion.samplers import SAMPLERS, prediction_type_of, swap_scheduler
 from ..models.shape_rule import ShapeRule
 from ..models.text_encoder import TextEncoder
 from .conditioning import conditioning_video, inpaint_latents, load_image, load_video
+from .custom_entry import has_our_entry, write_entry
+from .lora_loader import EasyAnimateLoraLoaderMixin
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +42,9 @@ class EasyAnimateOutput(BaseOutput):
     frames: Any
 
 
-class EasyAnimatePipeline(DiffusionPipeline):
+class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
     model_cpu_offload_seq = "text_encoder->transformer->vae"
+    _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
     def __init__(self, vae, text_encoder, tokenizer, transformer, scheduler):
         super().__init__()
@@ -47,6 +55,21 @@ class EasyAnimatePipeline(DiffusionPipeline):
             transformer=transformer,
             scheduler=scheduler,
         )
+
+    # ----------------------------------------------------------------------------------------------- folders
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """A pipeline folder; `dtype=` for the weights' dtype. A folder we saved names our class through its
+        entry module (see `custom_entry.py`): importing it runs only the import of this class, so it is trusted
+        when its text is exactly ours."""
+        if kwargs.get("custom_pipeline") is None and has_our_entry(pretrained_model_name_or_path):
+            kwargs.setdefault("trust_remote_code", True)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
+        super().save_pretrained(save_directory, *args, **kwargs)
+        write_entry(str(save_directory), type(self).__name__)
 
     # ----------------------------------------------------------------------------------------------- facts
 
@@ -80,13 +103,66 @@ class EasyAnimatePipeline(DiffusionPipeline):
 
     # ----------------------------------------------------------------------------------------------- text
 
-    def encode_prompt(
-        self, prompts: Sequence[str], max_sequence_length: int = 120, device: torch.device | None = None
+    def _encode_text(
+        self, prompts: Sequence[str], max_sequence_length: int, device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor]:
         encoder = TextEncoder(self.text_encoder, self.tokenizer, max_length=max_sequence_length)
         features, mask = encoder(list(prompts))
-        device = device or self._execution_device
         return features.to(device, self.transformer.dtype), mask.to(device)
+
+    def encode_prompt(
+        self,
+        prompt: str | Sequence[str] | None,
+        negative_prompt: str | Sequence[str] | None = "",
+        do_classifier_free_guidance: bool = True,
+        num_videos_per_prompt: int = 1,
+        device: torch.device | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
+        max_sequence_length: int = 120,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """`(prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask)`,
+        each repeated `num_videos_per_prompt` times per prompt (diffusers' PixArt convention). Given embeddings
+        are used as they are (an all-ones mask when none is given); the negatives are None without guidance."""
+        device = device or self._execution_device
+        if prompt_embeds is None:
+            if prompt is None:
+                raise ValueError("give a prompt or prompt_embeds")
+            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+            prompt_embeds, prompt_attention_mask = self._encode_text(prompts, max_sequence_length, device)
+        elif prompt_attention_mask is None:
+            prompt_attention_mask = torch.ones(prompt_embeds.shape[:2], dtype=torch.long)
+        batch = prompt_embeds.shape[0]
+        if do_classifier_free_guidance and negative_prompt_embeds is None:
+            negative_prompt = "" if negative_prompt is None else negative_prompt
+            negatives = (
+                [negative_prompt] * batch if isinstance(negative_prompt, str) else list(negative_prompt)
+            )
+            if len(negatives) != batch:
+                raise ValueError(
+                    f"{len(negatives)} negative prompts for {batch} prompts: give one each, or one"
+                )
+            negative_prompt_embeds, negative_prompt_attention_mask = self._encode_text(
+                negatives, max_sequence_length, device
+            )
+        elif negative_prompt_embeds is not None and negative_prompt_attention_mask is None:
+            negative_prompt_attention_mask = torch.ones(negative_prompt_embeds.shape[:2], dtype=torch.long)
+        if not do_classifier_free_guidance:
+            negative_prompt_embeds = negative_prompt_attention_mask = None
+
+        def repeat(x: torch.Tensor | None, dtype=None) -> torch.Tensor | None:
+            if x is None:
+                return None
+            return x.to(device, dtype or x.dtype).repeat_interleave(num_videos_per_prompt, dim=0)
+
+        return (
+            repeat(prompt_embeds, self.transformer.dtype),
+            repeat(prompt_attention_mask),
+            repeat(negative_prompt_embeds, self.transformer.dtype),
+            repeat(negative_prompt_attention_mask),
+        )
 
     # ----------------------------------------------------------------------------------------------- checks
 
@@ -141,15 +217,20 @@ class EasyAnimatePipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(
         self,
-        prompt: str | list[str],
+        prompt: str | list[str] | None = None,
         negative_prompt: str | list[str] = "",
         num_frames: int = 17,
         height: int | None = None,
         width: int | None = None,
         num_inference_steps: int = 25,
         guidance_scale: float = 6.0,
-        generator: torch.Generator | None = None,
+        num_videos_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
         start_image=None,
         end_image=None,
         head_frames: torch.Tensor | None = None,
@@ -160,8 +241,9 @@ class EasyAnimatePipeline(DiffusionPipeline):
         keep_start_latent: bool = True,
         max_sequence_length: int = 120,
         output_type: str = "np",
-        callback_on_step_end: Callable[[int, torch.Tensor], None] | None = None,
         return_dict: bool = True,
+        callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | PipelineCallback | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
     ):
         """Generate. Text-to-video by default; `num_frames=1` is text-to-image.
 
@@ -170,11 +252,20 @@ class EasyAnimatePipeline(DiffusionPipeline):
         every step (continuation with a plain t2v model, used by long videos). keep_start_latent: when frame 0
         is kept (start image, head frames), also re-impose its latent frame (the causal VAE encodes frame 0
         alone), so frame 0 comes out as the VAE's reconstruction of it, not the model's regeneration.
+        prompt_embeds / negative_prompt_embeds (+ attention masks): text features in place of prompts.
+        callback_on_step_end(pipe, step, timestep, callback_kwargs) after every step, with the tensors named in
+        callback_on_step_end_tensor_inputs (default: latents); what it returns replaces them.
         """
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        negatives = (
-            [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
-        )
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        callback_inputs = callback_on_step_end_tensor_inputs or ["latents"]
+        unknown = [k for k in callback_inputs if k not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs {unknown}: choose from {self._callback_tensor_inputs}"
+            )
+        if num_videos_per_prompt < 1:
+            raise ValueError(f"num_videos_per_prompt must be >= 1, got {num_videos_per_prompt}")
         if start_image is not None and resize_to_start_image:
             size = getattr(start_image, "size", None)
             if isinstance(start_image, str):
@@ -196,14 +287,24 @@ class EasyAnimatePipeline(DiffusionPipeline):
                 f"this one has in_channels={self.transformer.config.in_channels}"
             )
         device = self._execution_device
-        batch = len(prompts)
 
         # text
         do_cfg = guidance_scale > 1
-        text, text_mask = self.encode_prompt(prompts, max_sequence_length, device)
-        if do_cfg:
-            neg, neg_mask = self.encode_prompt(negatives, max_sequence_length, device)
-            text, text_mask = torch.cat([neg, text]), torch.cat([neg_mask, text_mask])
+        prompt_embeds, prompt_attention_mask, negative_prompt_embeds, negative_prompt_attention_mask = (
+            self.encode_prompt(
+                prompt,
+                negative_prompt,
+                do_cfg,
+                num_videos_per_prompt,
+                device,
+                prompt_embeds,
+                negative_prompt_embeds,
+                prompt_attention_mask,
+                negative_prompt_attention_mask,
+                max_sequence_length,
+            )
+        )
+        batch = prompt_embeds.shape[0]
         self.maybe_free_model_hooks_for("text_encoder")
 
         # conditioning for inpaint models: known frames + mask (everything to generate when none is given)
@@ -251,10 +352,19 @@ class EasyAnimatePipeline(DiffusionPipeline):
                 if known_latents is not None:  # re-impose the known head, noised to this step
                     k = known_latents.shape[2]
                     latents[:, :, :k] = self._noise_to(known_latents, known_noise, t)
+                text, text_mask = prompt_embeds, prompt_attention_mask
+                if do_cfg:  # unconditional half first
+                    text = torch.cat([negative_prompt_embeds, prompt_embeds])
+                    text_mask = torch.cat([negative_prompt_attention_mask, prompt_attention_mask])
                 pred = self._predict(latents, t, text, text_mask, condition, guidance_scale)
                 latents = self.scheduler.step(pred, t, latents, return_dict=False, **step_kwargs)[0]
                 if callback_on_step_end is not None:
-                    callback_on_step_end(i, latents)
+                    values = {"latents": latents, "prompt_embeds": prompt_embeds}
+                    values["negative_prompt_embeds"] = negative_prompt_embeds
+                    returned = callback_on_step_end(self, i, t, {k: values[k] for k in callback_inputs}) or {}
+                    latents = returned.pop("latents", latents)
+                    prompt_embeds = returned.pop("prompt_embeds", prompt_embeds)
+                    negative_prompt_embeds = returned.pop("negative_prompt_embeds", negative_prompt_embeds)
                 bar.update()
         if known_latents is not None:
             latents[:, :, : known_latents.shape[2]] = known_latents

@@ -191,7 +191,9 @@ class Controller:
                     guidance_scale=float(s["guidance"]),
                     generator=torch.Generator().manual_seed(int(s["seed"])),
                     output_type="np",
-                    callback_on_step_end=(lambda i, _l: progress(i + 1, steps)) if progress else None,
+                    callback_on_step_end=(lambda _p, i, _t, kw: progress(i + 1, steps) or kw)
+                    if progress
+                    else None,
                     **extra,
                 ).frames[0]
             except (ValueError, FileNotFoundError) as err:

@@ -1,0 +1,62 @@
+"""diffusers' LoRA API on our pipeline: `load_lora_weights`, `set_adapters`, `fuse_lora`, `unfuse_lora`,
+`unload_lora_weights`, `save_lora_weights`, for the transformer (the only LoRA-loadable part).
+
+The loading, naming and fusing are diffusers' own (its transformer-only LoRA mixin, the one CogVideoX uses);
+what we add is reading our files: peft LoRA keys with or without diffusers' `transformer.` prefix.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from diffusers.loaders.lora_pipeline import CogVideoXLoraLoaderMixin
+from safetensors.torch import load_file
+
+
+def _is_lora_key(key: str) -> bool:
+    return "lora_A" in key or "lora_B" in key or "lora_down" in key or "lora_up" in key
+
+
+class EasyAnimateLoraLoaderMixin(CogVideoXLoraLoaderMixin):
+    _lora_loadable_modules = ["transformer"]
+    transformer_name = "transformer"
+
+    @classmethod
+    def lora_state_dict(cls, pretrained_model_name_or_path_or_dict, **kwargs):
+        """A LoRA state dict (a safetensors file, a folder holding one, or a dict) with every key under
+        `transformer.`; a clear error when it holds no LoRA weights."""
+        source = pretrained_model_name_or_path_or_dict
+        return_metadata = kwargs.get("return_lora_metadata", False)
+        metadata = None
+        if isinstance(source, (str, os.PathLike)) and os.path.isfile(source):
+            state = load_file(str(source))  # a file path (diffusers' own reader wants a folder + weight_name)
+        elif isinstance(source, dict):
+            state = dict(source)
+        else:
+            state, metadata = super().lora_state_dict(source, **{**kwargs, "return_lora_metadata": True})
+        if not state or not any(_is_lora_key(k) for k in state):
+            raise ValueError(
+                f"{source if not isinstance(source, dict) else 'the state dict'} holds no LoRA "
+                "weights (no lora_A / lora_B keys)"
+            )
+        state = {k if k.startswith("transformer.") else f"transformer.{k}": v for k, v in state.items()}
+        return (state, metadata) if return_metadata else state
+
+    def lora_weights(self) -> dict[str, float]:
+        """Each loaded adapter's weight (1.0 unless `set_adapters` gave another)."""
+        weights = getattr(self, "_lora_weights", {})
+        return {name: weights.get(name, 1.0) for name in getattr(self.transformer, "peft_config", {}) or {}}
+
+    def set_adapters(self, adapter_names, adapter_weights=None):
+        names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+        weights = (
+            adapter_weights if isinstance(adapter_weights, (list, tuple)) else [adapter_weights] * len(names)
+        )
+        super().set_adapters(names, adapter_weights)
+        self._lora_weights = {n: 1.0 if w is None else float(w) for n, w in zip(names, weights)}
+
+    @torch.no_grad()
+    def unload_lora_weights(self, *args, **kwargs):
+        super().unload_lora_weights(*args, **kwargs)
+        self._lora_weights = {}
