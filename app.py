@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from easyanimate.pipeline.memory import MEMORY_MODES
+from easyanimate.pipeline.memory import MEMORY_MODES, STORAGE_DTYPES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,8 +20,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auth", default=None, help="user:password")
     p.add_argument("--model-root", default="models/", help="folder with Diffusion_Transformer/ etc.")
     p.add_argument("--output-dir", default="samples/easyanimate-videos")
-    p.add_argument("--default-size", type=int, default=256, help="initial width and height in the page")
-    p.add_argument("--default-frames", type=int, default=17)
+    p.add_argument(
+        "--default-size", type=int, default=None, help="initial width and height (default: the first model's)"
+    )
+    p.add_argument(
+        "--default-frames",
+        type=int,
+        default=None,
+        help="initial frame count (default: 17 or the nearest valid)",
+    )
     p.add_argument("--max-upload-mb", type=int, default=50)
     p.add_argument(
         "--gpu-memory-mode",
@@ -29,6 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(MEMORY_MODES),
         help="trade speed for GPU memory (as predict_t2v.py --gpu-memory-mode)",
     )
+    p.add_argument(
+        "--storage-dtype",
+        default=None,
+        choices=list(STORAGE_DTYPES),
+        help="store the transformer's weights in this dtype (as predict_t2v.py --storage-dtype)",
+    )
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu ... (default: cuda when available)")
     return p
 
 
@@ -43,7 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     from easyanimate.ui.app import build_app
     from easyanimate.ui.controller import Controller
 
-    controller = Controller(args.model_root, args.output_dir, memory_mode=args.gpu_memory_mode)
+    controller = Controller(
+        args.model_root,
+        args.output_dir,
+        memory_mode=args.gpu_memory_mode,
+        device=args.device,
+        storage_dtype=args.storage_dtype,
+    )
     if not controller.base_models():
         print(f"note: no pipeline folders under {args.model_root}/Diffusion_Transformer yet", file=sys.stderr)
     demo = build_app(controller, args.default_size, args.default_frames)

@@ -22,6 +22,7 @@ CHROMIUM = "/usr/bin/chromium"
 def model_root(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("models")
     make_pipeline(root / "Diffusion_Transformer" / "tiny")
+    make_pipeline(root / "Diffusion_Transformer" / "tiny-flow", sampler="Flow", prediction_type="flow")
     os.makedirs(root / "Diffusion_Transformer" / "not-a-model")  # no model_index.json: not listed
     os.makedirs(root / "Motion_Module")
     os.makedirs(root / "Personalized_Model")
@@ -52,7 +53,9 @@ def settings(**kw):
 
 def test_discovery_and_path_safety(model_root):
     c = Controller(model_root)
-    assert c.base_models() == ["tiny"] and c.motion_modules() == ["none"] and c.loras() == ["none"]
+    assert (
+        c.base_models() == ["tiny", "tiny-flow"] and c.motion_modules() == ["none"] and c.loras() == ["none"]
+    )
     assert c.resolve("Diffusion_Transformer", "tiny").endswith(os.path.join("Diffusion_Transformer", "tiny"))
     for bad in ("../tiny", "/etc", "tiny/../../x", "not-a-model"):
         with pytest.raises(UIError, match="unknown"):
@@ -89,6 +92,67 @@ def test_generate_and_model_cache(tmp_path, model_root):
     assert c._loaded["loads"] == 1  # same base model: not reloaded
 
 
+def test_page_defaults_follow_the_model(tmp_path, model_root):
+    """Each model's sampler list holds only the samplers its objective takes (a flow model was offered DPM++,
+    which it refuses), and the defaults generate as they are."""
+    c = Controller(model_root, output_dir=str(tmp_path))
+    flow, eps = c.defaults("tiny-flow"), c.defaults("tiny")
+    assert flow["samplers"] == ["Flow"] and flow["sampler"] == "Flow"
+    assert "Flow" not in eps["samplers"] and eps["sampler"] == "Euler" and "DPM++" in eps["samplers"]
+    assert (flow["size"], flow["frames"]) == (32, 17)  # the tiny transformer's 4 latents x 8, and 17 = 1 + 4k
+    with pytest.raises(UIError, match="does not fit a 'flow' model"):
+        c.generate(settings(base_model="tiny-flow", sampler="DPM++"))
+    out = c.generate(
+        settings(base_model="tiny-flow", sampler=flow["sampler"], width=flow["size"], height=flow["size"])
+    )
+    assert read_frames(out["video"]).shape == (5, 32, 32, 3)
+
+
+def test_one_frame_gives_an_image_and_long_videos_grow(tmp_path, model_root):
+    c = Controller(model_root, output_dir=str(tmp_path))
+    out = c.generate(settings(frames=1))
+    assert out["image"].endswith(".png") and read_frames(out["video"]).shape[0] == 1
+    long = c.generate(settings(frames=5, total_frames=13, overlap=1))
+    assert read_frames(long["video"]).shape[0] >= 13  # segments of 5 sharing 1 frame: 5 + 4 + 4
+
+
+def readme_client_example() -> str:
+    with open(os.path.join(ROOT, "README.md")) as fh:
+        text = fh.read()
+    start = text.index("```python\nfrom gradio_client import Client")
+    return text[start + len("```python\n") : text.index("```", start + 10)]
+
+
+def test_readme_client_example_runs_against_the_demo_model(tmp_path):
+    """The README's gradio_client call, as written, against `python app.py` serving models/ (the demo)."""
+    port = free_port()
+    cmd = [sys.executable, "app.py", "--port", str(port), "--output-dir", str(tmp_path / "out")]
+    server = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        script = readme_client_example().replace("127.0.0.1:7860", f"127.0.0.1:{port}")
+        res = subprocess.run(
+            [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300
+        )
+        assert res.returncode == 0, res.stderr[-3000:]
+        written = res.stdout.strip().splitlines()[-1]
+        assert written.startswith(str(tmp_path / "out")) and read_frames(written).shape == (17, 64, 64, 3)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def wait_for_port(port: int, seconds: float = 120) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"nothing listens on port {port} after {seconds} s")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -101,30 +165,20 @@ def free_port() -> int:
 def test_real_browser_generates_a_video(tmp_path, model_root):
     playwright = pytest.importorskip("playwright.sync_api")
     port = free_port()
-    cmd = [
+    cmd = [  # the page's own defaults: size, frames, sampler and prompt come from the first model
         sys.executable,
         "app.py",
         "--port",
         str(port),
         "--model-root",
         model_root,
-        "--default-size",
-        "32",
-        "--default-frames",
-        "5",
         "--output-dir",
         str(tmp_path / "out"),
     ]
     server = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}/"
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.5)
+        wait_for_port(port)
         flags = [
             "--headless",
             "--no-sandbox",
@@ -140,8 +194,7 @@ def test_real_browser_generates_a_video(tmp_path, model_root):
             page = browser.new_page()
             page.goto(url, wait_until="domcontentloaded", timeout=60000)  # gradio keeps connections open
             page.locator("#t2v-prompt textarea").wait_for(timeout=60000)
-            page.locator("#t2v-prompt textarea").fill("a red circle moving left on a gray background")
-            page.locator("#t2v-generate").click()
+            page.locator("#t2v-generate").click()  # nothing changed: the page's defaults
             video = page.locator("#result-video video")
             video.wait_for(state="attached", timeout=120000)
             src = video.get_attribute("src")
@@ -152,7 +205,7 @@ def test_real_browser_generates_a_video(tmp_path, model_root):
                 shutil.copy(tmp_path / "screenshot.png", os.environ["EASYANIMATE_SCREENSHOT"])
             saved = tmp_path / "from_browser.mp4"
             saved.write_bytes(body)
-            assert read_frames(str(saved)).shape == (5, 32, 32, 3)
+            assert read_frames(str(saved)).shape == (17, 32, 32, 3)
             # a bad value shows a message in the page, not a stack trace
             width = page.get_by_label("Width")
             width.fill("30")

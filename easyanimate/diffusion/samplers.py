@@ -13,6 +13,8 @@ of a sampler (zero terminal SNR: rescaled betas and "trailing" timesteps, so sam
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 from diffusers import (
@@ -113,3 +115,30 @@ def swap_scheduler(current: SchedulerMixin, name: str) -> SchedulerMixin:
     keys = _FLOW_SCHEDULE_KEYS if settings["prediction_type"] == "flow" else _SCHEDULE_KEYS
     schedule = {k: current.config[k] for k in keys if k in current.config}
     return get_scheduler(name, **settings, **schedule)
+
+
+def samplers_for(scheduler: SchedulerMixin) -> list[str]:
+    """The sampler names that serve the model this scheduler was saved with (its objective's)."""
+    settings = objective_settings(scheduler)
+    if settings["prediction_type"] == "flow":
+        return ["Flow"]
+    refused = {"Flow", "PNDM"} if settings.get("zero_terminal_snr") else {"Flow"}
+    return [n for n in SAMPLERS if n not in refused]
+
+
+def sampler_name(scheduler: SchedulerMixin) -> str:
+    """The name of this scheduler's sampler (the model's own default), or the first that serves its model."""
+    for name, cls in SAMPLERS.items():
+        if type(scheduler) is cls:
+            return name
+    return samplers_for(scheduler)[0]
+
+
+def load_scheduler(pipeline_folder: str) -> SchedulerMixin:
+    """A pipeline folder's scheduler, from its config alone (no weights)."""
+    import diffusers
+
+    folder = os.path.join(pipeline_folder, "scheduler")
+    with open(os.path.join(folder, "scheduler_config.json")) as fh:
+        class_name = json.load(fh)["_class_name"]
+    return getattr(diffusers, class_name).from_pretrained(folder)

@@ -76,3 +76,11 @@ def pipeline_shape_rule(folder: str) -> ShapeRule:
     with open(os.path.join(folder, "vae", "config.json")) as fh:
         vae = config_shape_rule(json.load(fh))
     return vae.with_patch(transformer_patch_size(os.path.join(folder, "transformer")))
+
+
+def pipeline_default_size(folder: str) -> int:
+    """The side a pipeline folder's transformer was built for, in pixels (its sample size x the VAE's ratio)."""
+    with open(os.path.join(folder, "vae", "config.json")) as fh:
+        vae = config_shape_rule(json.load(fh))
+    with open(os.path.join(folder, "transformer", "config.json")) as fh:
+        return int(json.load(fh)["sample_size"]) * vae.size_multiple

@@ -19,11 +19,25 @@ SHARED = [
     "base_model", "motion_module", "lora", "lora_weight", "sampler", "steps", "guidance", "seed",
     "width", "height", "frames", "fps", "negative_prompt",
 ]  # fmt: skip
+DEFAULT_PROMPT = "a red circle moving right on a gray background"
+DEFAULT_NEGATIVE = "blurry, distorted, low quality"
 
 
-def build_app(controller: Controller, default_size: int = 256, default_frames: int = 17) -> gr.Blocks:
+def _labels(base: str | None, rule: ShapeRule) -> tuple[str, str]:
+    return f"a multiple of {rule.size_multiple} for {base or 'this model'}", f"Frames ({rule.frames_text})"
+
+
+def build_app(
+    controller: Controller, default_size: int | None = None, default_frames: int | None = None
+) -> gr.Blocks:
+    """The page. Sampler, size and frames start at the first model's own (read from its configs; the
+    arguments override size and frames) and follow the chosen base model."""
     bases = controller.base_models()
-    rule = controller.shape_rule(bases[0]) if bases else ShapeRule()  # the labels show the first model's rule
+    first = controller.defaults(bases[0]) if bases else None
+    rule = first["rule"] if first else ShapeRule()
+    size = default_size or (first["size"] if first else 256)
+    frame_count = default_frames or (first["frames"] if first else 17)
+    size_info, frames_label = _labels(bases[0] if bases else None, rule)
     with gr.Blocks(title="EasyAnimate") as demo:
         gr.Markdown("# EasyAnimate\nGenerate videos from text, images or videos.")
         with gr.Row():
@@ -31,19 +45,24 @@ def build_app(controller: Controller, default_size: int = 256, default_frames: i
             motion = gr.Dropdown(controller.motion_modules(), value="none", label="Motion module")
             lora = gr.Dropdown(controller.loras(), value="none", label="LoRA")
             lora_weight = gr.Slider(0, 2, value=0.55, step=0.05, label="LoRA weight")
+            refresh = gr.Button("Refresh model lists", size="sm", elem_id="refresh-models")
         with gr.Row():
-            sampler = gr.Dropdown(list(SAMPLERS), value="DPM++", label="Sampler")
+            sampler = gr.Dropdown(
+                first["samplers"] if first else list(SAMPLERS),
+                value=first["sampler"] if first else "DPM++",
+                label="Sampler",
+                info="the samplers that fit the base model's training objective",
+            )
             steps = gr.Slider(1, 100, value=25, step=1, label="Steps")
             guidance = gr.Slider(0, 20, value=6.0, step=0.5, label="Guidance")
             seed = gr.Number(value=43, precision=0, label="Seed")
             dice = gr.Button("Random seed", size="sm")
         with gr.Row():
-            size_info = f"a multiple of {rule.size_multiple} for {bases[0] if bases else 'this model'}"
-            width = gr.Number(value=default_size, precision=0, label="Width", info=size_info)
-            height = gr.Number(value=default_size, precision=0, label="Height", info=size_info)
-            frames = gr.Number(value=default_frames, precision=0, label=f"Frames ({rule.frames_text})")
+            width = gr.Number(value=size, precision=0, label="Width", info=size_info)
+            height = gr.Number(value=size, precision=0, label="Height", info=size_info)
+            frames = gr.Number(value=frame_count, precision=0, label=frames_label, info="1 makes an image")
             fps = gr.Number(value=8, precision=0, label="FPS")
-        negative = gr.Textbox(label="Negative prompt", value="")
+        negative = gr.Textbox(label="Negative prompt", value=DEFAULT_NEGATIVE)
         shared = [
             base,
             motion,
@@ -61,24 +80,65 @@ def build_app(controller: Controller, default_size: int = 256, default_frames: i
         ]
         dice.click(lambda: random.randint(0, 2**31 - 1), outputs=seed, api_name=False)
 
+        def lists(chosen):
+            names = controller.base_models()
+            value = chosen if chosen in names else (names[0] if names else None)
+            return (
+                gr.update(choices=names, value=value),
+                gr.update(choices=controller.motion_modules()),
+                gr.update(choices=controller.loras()),
+            )
+
+        def follow(chosen, current_sampler):
+            """A newly chosen base model brings its samplers, size rule and frame rule."""
+            if not chosen:
+                return gr.update(), gr.update(), gr.update(), gr.update()
+            d = controller.defaults(chosen)
+            info, label = _labels(chosen, d["rule"])
+            keep = current_sampler if current_sampler in d["samplers"] else d["sampler"]
+            return (
+                gr.update(choices=d["samplers"], value=keep),
+                gr.update(info=info),
+                gr.update(info=info),
+                gr.update(label=label),
+            )
+
+        refresh.click(lists, [base], [base, motion, lora], api_name=False)
+        base.change(follow, [base, sampler], [sampler, width, height, frames], api_name=False)
+
         with gr.Tab("Text-to-Video"):
-            t2v_prompt = gr.Textbox(label="Prompt", lines=2, elem_id="t2v-prompt")
+            t2v_prompt = gr.Textbox(label="Prompt", lines=2, value=DEFAULT_PROMPT, elem_id="t2v-prompt")
+            with gr.Accordion("Long video", open=False):
+                overlap_default = 1 + rule.temporal_ratio
+                total_frames = gr.Number(
+                    value=0,
+                    precision=0,
+                    label="Total frames",
+                    info="more than Frames: segments, each continuing the last (0: one segment)",
+                )
+                overlap = gr.Number(
+                    value=overlap_default,
+                    precision=0,
+                    label="Overlap",
+                    info=f"frames shared by consecutive segments ({rule.frames_text})",
+                )
             t2v_go = gr.Button("Generate", variant="primary", elem_id="t2v-generate")
         with gr.Tab("Image-to-Video"):
-            i2v_prompt = gr.Textbox(label="Prompt", lines=2)
+            i2v_prompt = gr.Textbox(label="Prompt", lines=2, value=DEFAULT_PROMPT)
             with gr.Row():
                 start = gr.Image(type="numpy", label="Start image")
                 end = gr.Image(type="numpy", label="End image (optional)")
             resize = gr.Checkbox(label="Resize to the start image", value=False)
             i2v_go = gr.Button("Generate", variant="primary")
         with gr.Tab("Video-to-Video"):
-            v2v_prompt = gr.Textbox(label="Prompt", lines=2)
+            v2v_prompt = gr.Textbox(label="Prompt", lines=2, value=DEFAULT_PROMPT)
             source = gr.Video(label="Input video")
             strength = gr.Slider(0.05, 1.0, value=0.7, step=0.05, label="Strength")
             v2v_go = gr.Button("Generate", variant="primary")
 
         with gr.Row():
             result = gr.Video(label="Result", elem_id="result-video", autoplay=True)
+            image = gr.Image(label="Result image", elem_id="result-image", visible=False, type="filepath")
             with gr.Column():
                 path = gr.Textbox(label="Saved to", elem_id="result-path")
                 settings = gr.JSON(label="Settings")
@@ -96,14 +156,23 @@ def build_app(controller: Controller, default_size: int = 256, default_frames: i
 
             with open(out["settings"]) as fh:
                 record = json.load(fh)
-            past = [*past, out["video"]]
-            return out["video"], out["video"], record, past, past
+            still = out.get("image")  # one frame: shown as an image (the mp4 is written too)
+            past = [*past, still or out["video"]]
+            return (
+                gr.update(value=None if still else out["video"], visible=not still),
+                gr.update(value=still, visible=bool(still)),
+                still or out["video"],
+                record,
+                past,
+                past,
+            )
 
-        outputs = [result, path, settings, history, gallery]
+        outputs = [result, image, path, settings, history, gallery]
 
-        def t2v(prompt, *args, progress=gr.Progress()):
+        def t2v(prompt, total, overlap_frames, *args, progress=gr.Progress()):
             *values, past = args
-            return run("t2v", values, {"prompt": prompt}, past, progress)
+            extra = {"prompt": prompt, "total_frames": total, "overlap": overlap_frames}
+            return run("t2v", values, extra, past, progress)
 
         def i2v(prompt, start_image, end_image, resize_to_start, *args, progress=gr.Progress()):
             *values, past = args
@@ -121,7 +190,7 @@ def build_app(controller: Controller, default_size: int = 256, default_frames: i
                 "v2v", values, {"prompt": prompt, "video": video, "strength": strength_value}, past, progress
             )
 
-        t2v_go.click(t2v, [t2v_prompt, *shared, history], outputs, api_name="t2v")
+        t2v_go.click(t2v, [t2v_prompt, total_frames, overlap, *shared, history], outputs, api_name="t2v")
         i2v_go.click(i2v, [i2v_prompt, start, end, resize, *shared, history], outputs, api_name="i2v")
         v2v_go.click(v2v, [v2v_prompt, source, strength, *shared, history], outputs, api_name="v2v")
     demo.queue(default_concurrency_limit=1)  # a second click waits instead of running out of memory

@@ -15,11 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..diffusion.samplers import SAMPLERS
-from ..models.loading import pipeline_shape_rule
+from ..diffusion.samplers import SAMPLERS, load_scheduler, sampler_name, samplers_for
+from ..models.loading import pipeline_default_size, pipeline_shape_rule
 from ..models.motion_adapter import is_motion_adapter_folder
-from ..models.shape_rule import ShapeRule
-from ..pipeline.memory import MEMORY_MODES
+from ..models.shape_rule import ShapeRule, nearest_valid_frames
+from ..pipeline.memory import MEMORY_MODES, STORAGE_DTYPES
+
+DEFAULT_FRAMES = 17  # at most this many frames by default (the nearest the model accepts)
+MAX_DEFAULT_SIDE = 512  # a model built for larger sides starts the page at this (a first try stays quick)
 
 NONE = "none"
 
@@ -36,12 +39,16 @@ class Controller:
         max_frames: int = 145,
         max_side: int = 1024,
         memory_mode: str = "none",
+        device: str | None = None,
+        storage_dtype: str | None = None,
     ):
         if memory_mode not in MEMORY_MODES:
             raise ValueError(f"unknown GPU memory mode {memory_mode!r}; choose from {MEMORY_MODES}")
+        if storage_dtype is not None and storage_dtype not in STORAGE_DTYPES:
+            raise ValueError(f"unknown storage dtype {storage_dtype!r}; choose from {list(STORAGE_DTYPES)}")
         self.model_root = os.path.abspath(model_root)
         self.output_dir, self.max_frames, self.max_side = output_dir, max_frames, max_side
-        self.memory_mode = memory_mode
+        self.memory_mode, self.device, self.storage_dtype = memory_mode, device, storage_dtype
         self._pipe = None
         self._loaded: dict[str, Any] = {}
         self._lock = threading.Lock()  # one generation at a time (the gradio queue also enforces it)
@@ -88,6 +95,22 @@ class Controller:
             raise UIError(f"unknown {kind.replace('_', ' ').lower()} {name!r}; choose one of {listing}")
         return os.path.join(self._folder(kind), name)
 
+    def defaults(self, base: str) -> dict[str, Any]:
+        """What the page starts with for a listed base model, read from its configs (no weights): the samplers
+        that serve its objective and its own, its size, a frame count it accepts, its rule."""
+        folder = self.resolve("Diffusion_Transformer", base)
+        scheduler = load_scheduler(folder)
+        rule = pipeline_shape_rule(folder)
+        size = min(pipeline_default_size(folder), MAX_DEFAULT_SIDE)
+        size = max(rule.size_multiple, size - size % rule.size_multiple)
+        return {
+            "samplers": samplers_for(scheduler),
+            "sampler": sampler_name(scheduler),
+            "size": size,
+            "frames": nearest_valid_frames(DEFAULT_FRAMES, rule.temporal_ratio)[0],
+            "rule": rule,
+        }
+
     # ------------------------------------------------------------------------------------------- checks
 
     def shape_rule(self, base: str) -> ShapeRule:
@@ -126,7 +149,9 @@ class Controller:
         if self._loaded.get("base") != base_path or (
             self._loaded.get("motion") and motion_path != self._loaded["motion"]
         ):
-            self._pipe = load_pipeline(base_path, memory_mode=self.memory_mode)
+            self._pipe = load_pipeline(
+                base_path, memory_mode=self.memory_mode, device=self.device, storage_dtype=self.storage_dtype
+            )
             self._loaded = {
                 "base": base_path,
                 "motion": None,
@@ -179,25 +204,46 @@ class Controller:
                     raise UIError("upload a video first")
                 extra = {"video": s["video"], "strength": float(s["strength"])}
             steps = int(s["steps"])
+            total = int(s.get("total_frames") or 0)
             start = time.perf_counter()
+            kwargs = dict(
+                negative_prompt=s.get("negative_prompt") or "",
+                height=int(s["height"]),
+                width=int(s["width"]),
+                num_inference_steps=steps,
+                guidance_scale=float(s["guidance"]),
+                generator=torch.Generator().manual_seed(int(s["seed"])),
+                **extra,
+            )
             try:
-                frames = pipe(
-                    s["prompt"],
-                    negative_prompt=s.get("negative_prompt") or "",
-                    num_frames=int(s["frames"]),
-                    height=int(s["height"]),
-                    width=int(s["width"]),
-                    num_inference_steps=steps,
-                    guidance_scale=float(s["guidance"]),
-                    generator=torch.Generator().manual_seed(int(s["seed"])),
-                    output_type="np",
-                    callback_on_step_end=(lambda _p, i, _t, kw: progress(i + 1, steps) or kw)
-                    if progress
-                    else None,
-                    **extra,
-                ).frames[0]
+                if total > int(s["frames"]):  # a long video: segments of `frames`, each continuing the last
+                    frames = self._long_video(pipe, s, total, kwargs, progress)
+                else:
+                    frames = pipe(
+                        s["prompt"],
+                        num_frames=int(s["frames"]),
+                        output_type="np",
+                        callback_on_step_end=(lambda _p, i, _t, kw: progress(i + 1, steps) or kw)
+                        if progress
+                        else None,
+                        **kwargs,
+                    ).frames[0]
             except (ValueError, FileNotFoundError) as err:
                 raise UIError(str(err)) from None
         record = {k: v for k, v in s.items() if isinstance(v, (str, int, float, bool)) or v is None}
+        record["frames_written"] = int(np.asarray(frames).shape[0])
         record["seconds"] = round(time.perf_counter() - start, 3)
         return save_outputs(np.asarray(frames), record, self.output_dir, int(s["fps"]), gif=False)
+
+    def _long_video(self, pipe, s: dict[str, Any], total: int, kwargs: dict, progress) -> np.ndarray:
+        from ..pipeline.long_video import generate_long_video, segment_count
+
+        overlap = int(s.get("overlap") or 0)
+        if total > self.max_frames:
+            raise UIError(f"{total} total frames is above this server's limit of {self.max_frames}")
+        if progress:
+            progress(0, segment_count(total, int(s["frames"]), overlap))
+        video = generate_long_video(
+            pipe, s["prompt"], total, num_frames=int(s["frames"]), overlap=overlap, **kwargs
+        )
+        return video[0].permute(1, 2, 3, 0).numpy()
