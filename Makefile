@@ -5,12 +5,13 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PROMPT  ?= a red circle moving right on a gray background
 
-.PHONY: demo test lint format venv clean bench sysdeps
+.PHONY: demo test lint format venv clean bench sysdeps check-install
 
 venv: $(STAMP)
 
 # torch is pinned and installed first: its CPU build lies on disk here; unpinned it pulls CUDA wheels.
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-train.txt requirements-preprocess.txt requirements-ui.txt \
+          requirements-dev.txt pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q torch==2.13.0
 	$(VPY) -m pip install -q -r requirements.txt -r requirements-dev.txt
@@ -41,6 +42,17 @@ test: lint sysdeps
 
 demo: $(STAMP)
 	$(VPY) predict_t2v.py --prompt "$(PROMPT)" --output-dir samples
+
+# A user's install: a fresh venv, torch first, then `pip install .` (inference only); generates with the demo.
+check-install:
+	rm -rf /tmp/easyanimate-install && $(PY) -m venv /tmp/easyanimate-install
+	/tmp/easyanimate-install/bin/pip install -q torch==2.13.0
+	/tmp/easyanimate-install/bin/pip install -q .
+	cd /tmp && /tmp/easyanimate-install/bin/python -c "import easyanimate, torch; \
+	from easyanimate.pipeline.loading import load_pipeline; \
+	pipe = load_pipeline('$(CURDIR)/models/Diffusion_Transformer/EasyAnimate-demo'); \
+	v = pipe('$(PROMPT)', num_inference_steps=5, generator=torch.Generator().manual_seed(0)).frames; \
+	print(easyanimate.__file__, v.shape)"
 
 bench: $(STAMP)
 	$(VPY) benchmarks/bench_transformer.py
