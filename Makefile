@@ -47,7 +47,7 @@ demo: $(STAMP)
 check-install:
 	rm -rf /tmp/easyanimate-install && $(PY) -m venv /tmp/easyanimate-install
 	/tmp/easyanimate-install/bin/pip install -q torch==2.13.0
-	/tmp/easyanimate-install/bin/pip install -q .
+	/tmp/easyanimate-install/bin/pip install -q . && rm -rf build  # setuptools builds in the tree
 	cd /tmp && /tmp/easyanimate-install/bin/python -c "import easyanimate, torch; \
 	from easyanimate.pipeline.loading import load_pipeline; \
 	pipe = load_pipeline('$(CURDIR)/models/Diffusion_Transformer/EasyAnimate-demo'); \
