@@ -10,22 +10,40 @@ from __future__ import annotations
 
 import os
 
+from safetensors.torch import load_file
+
+from ..models.kohya_lora import is_kohya_lora, merge_kohya_lora, unmerge_kohya_lora
+
 
 def load_lora(pipe, path: str, weight: float = 1.0, adapter_name: str | None = None) -> str:
-    """Add the LoRA in `path` as a named adapter at `weight` (diffusers' `load_lora_weights` + `set_adapters`);
-    adapters loaded before keep their weights."""
+    """Add the LoRA in `path` at `weight`. Our peft files become a named adapter (diffusers' `load_lora_weights` +
+    `set_adapters`; adapters loaded before keep their weights); kohya files (upstream EasyAnimate's) are merged
+    into the transformer and the text encoder as upstream does, their replaced weights kept for `unload_loras`."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"LoRA file not found: {path}")
     name = adapter_name or os.path.splitext(os.path.basename(path))[0].replace(".", "_")
-    pipe.load_lora_weights(path, adapter_name=name)
+    state = load_file(path)
+    if not any("lora_" in k for k in state):
+        raise ValueError(f"{path} holds no LoRA weights (no lora_A / lora_B or lora_down / lora_up keys)")
+    if is_kohya_lora(state):
+        models = {"transformer": pipe.transformer, "text_encoder": pipe.text_encoder}
+        saved = merge_kohya_lora(models, state, weight, source=path)
+        pipe._kohya_merged = [*getattr(pipe, "_kohya_merged", []), saved]
+        return name
+    pipe.load_lora_weights(state, adapter_name=name)
     weights = {**pipe.lora_weights(), name: weight}
     pipe.set_adapters(list(weights), list(weights.values()))
     return name
 
 
 def unload_loras(pipe) -> None:
-    """Remove every LoRA layer: the transformer computes exactly its base outputs again."""
+    """Remove every LoRA: adapters are unloaded and merged kohya LoRAs undone (latest first), so the transformer
+    and the text encoder compute exactly their base outputs again."""
     pipe.unload_lora_weights()
+    models = {"transformer": pipe.transformer, "text_encoder": pipe.text_encoder}
+    for saved in reversed(getattr(pipe, "_kohya_merged", [])):
+        unmerge_kohya_lora(models, saved)
+    pipe._kohya_merged = []
 
 
 def load_motion_module(pipe, directory: str) -> None:

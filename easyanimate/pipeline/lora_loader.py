@@ -13,9 +13,11 @@ import torch
 from diffusers.loaders.lora_pipeline import CogVideoXLoraLoaderMixin
 from safetensors.torch import load_file
 
+from ..models.kohya_lora import is_kohya_lora
+
 
 def _is_lora_key(key: str) -> bool:
-    return "lora_A" in key or "lora_B" in key or "lora_down" in key or "lora_up" in key
+    return "lora_A" in key or "lora_B" in key
 
 
 class EasyAnimateLoraLoaderMixin(CogVideoXLoraLoaderMixin):
@@ -35,6 +37,12 @@ class EasyAnimateLoraLoaderMixin(CogVideoXLoraLoaderMixin):
             state = dict(source)
         else:
             state, metadata = super().lora_state_dict(source, **{**kwargs, "return_lora_metadata": True})
+        if is_kohya_lora(state):
+            raise ValueError(
+                f"{source if not isinstance(source, dict) else 'the state dict'} is a kohya-style LoRA (upstream "
+                "EasyAnimate's): load it with easyanimate.pipeline.adapters.load_lora(pipe, path, weight), which "
+                "merges it as upstream does"
+            )
         if not state or not any(_is_lora_key(k) for k in state):
             raise ValueError(
                 f"{source if not isinstance(source, dict) else 'the state dict'} holds no LoRA "
