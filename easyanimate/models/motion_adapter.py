@@ -18,8 +18,10 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
 
 from .motion_module import MotionModule
+from .upstream_motion import UpstreamMotionModule
 
-MOTION_MODES = ("none", "vanilla", "grid", "hybrid")
+# "easyanimate": upstream EasyAnimate v1-v3's module, run inside each block (see upstream_motion.py)
+MOTION_MODES = ("none", "vanilla", "grid", "hybrid", "easyanimate")
 # the layout keys: in an adapter's config and in the config of the transformer holding it
 MOTION_CONFIG_KEYS = (
     "motion_module_mode",
@@ -27,7 +29,19 @@ MOTION_CONFIG_KEYS = (
     "motion_grid_size",
     "motion_num_attention_layers",
     "motion_ff_mult",
+    "motion_num_heads",
+    "motion_attention_kinds",
 )
+T, G = "temporal", "global"
+# upstream EasyAnimate's released layouts (`motion_attention_kinds`: the layers of even and of odd blocks)
+UPSTREAM_LAYOUTS: dict[str, dict[str, Any]] = {
+    "easyanimate-v1": dict(motion_module_mode="easyanimate", motion_grid_size=2, motion_num_heads=8,
+                           motion_attention_kinds=[[T, T], [T, T]]),
+    "easyanimate-v2": dict(motion_module_mode="easyanimate", motion_grid_size=1, motion_num_heads=8,
+                           motion_attention_kinds=[[T, T], [T, T]]),
+    "easyanimate-v3": dict(motion_module_mode="easyanimate", motion_grid_size=1, motion_num_heads=16,
+                           motion_attention_kinds=[[T, T], [T, G]]),
+}  # fmt: skip
 
 
 def motion_layout(num_layers: int, mode: str, every: int) -> dict[int, str]:
@@ -45,13 +59,15 @@ def motion_layout(num_layers: int, mode: str, every: int) -> dict[int, str]:
         return {i: "temporal" for i in blocks}
     if mode == "grid":
         return {i: "grid" for i in blocks}
+    if mode == "easyanimate":
+        return {i: "inside" for i in blocks}  # run inside the block, between self- and cross-attention
     return {i: ("temporal" if k % 2 == 0 else "full") for k, i in enumerate(blocks)}
 
 
 class MotionAdapter(ModelMixin, ConfigMixin):
     """Motion modules for a DiT of `num_layers` blocks of width `num_attention_heads * attention_head_dim`."""
 
-    _no_split_modules = ["MotionModule"]
+    _no_split_modules = ["MotionModule", "UpstreamMotionModule"]
 
     @register_to_config
     def __init__(
@@ -65,25 +81,36 @@ class MotionAdapter(ModelMixin, ConfigMixin):
         motion_num_attention_layers: int = 2,
         motion_ff_mult: int = 4,
         norm_eps: float = 1e-6,
+        motion_num_heads: int | None = None,
+        motion_attention_kinds: list[list[str]] | None = None,
     ):
         super().__init__()
         self.width = num_attention_heads * attention_head_dim
         self.kinds = motion_layout(num_layers, motion_module_mode, motion_module_every)
         for i in self.kinds:
-            module = MotionModule(
-                self.width,
-                num_attention_heads,
-                attention_head_dim,
-                num_attention_layers=motion_num_attention_layers,
-                ff_mult=motion_ff_mult,
-                norm_eps=norm_eps,
-            )
+            if motion_module_mode == "easyanimate":
+                if not motion_num_heads or not motion_attention_kinds:
+                    raise ValueError(
+                        "motion_module_mode 'easyanimate' needs motion_num_heads and motion_attention_kinds"
+                    )
+                kinds = motion_attention_kinds[i % len(motion_attention_kinds)]
+                module = UpstreamMotionModule(self.width, motion_num_heads, kinds, grid=motion_grid_size)
+            else:
+                module = MotionModule(
+                    self.width,
+                    num_attention_heads,
+                    attention_head_dim,
+                    num_attention_layers=motion_num_attention_layers,
+                    ff_mult=motion_ff_mult,
+                    norm_eps=norm_eps,
+                )
             self.add_module(str(i), module)
 
     @classmethod
     def for_transformer(cls, config: Any, **layout: Any) -> MotionAdapter:
         """Fresh (identity) motion modules for a transformer with this config (its layout, or `layout`)."""
-        keys = {k: layout.get(k, config[k]) for k in MOTION_CONFIG_KEYS}
+        keys = {k: layout.get(k, config.get(k)) for k in MOTION_CONFIG_KEYS}
+        keys = {k: v for k, v in keys.items() if v is not None}
         return cls(
             num_layers=config["num_layers"],
             num_attention_heads=config["num_attention_heads"],
@@ -94,7 +121,12 @@ class MotionAdapter(ModelMixin, ConfigMixin):
 
     @property
     def layout(self) -> dict[str, Any]:
-        return {k: self.config[k] for k in MOTION_CONFIG_KEYS}
+        return {k: self.config.get(k) for k in MOTION_CONFIG_KEYS}
+
+    @property
+    def inside_blocks(self) -> bool:
+        """Whether the modules run inside their blocks (upstream EasyAnimate's placement) instead of after."""
+        return self.config.motion_module_mode == "easyanimate"
 
     def __len__(self) -> int:
         return len(self.kinds)

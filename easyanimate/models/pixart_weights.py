@@ -61,7 +61,7 @@ def _resolve_folder(path: str) -> str:
     raise FileNotFoundError(f"no PixArt transformer config.json in {path!r} or {sub!r}")
 
 
-def _load_state_dict(folder: str) -> dict[str, torch.Tensor]:
+def read_weights(folder: str) -> dict[str, torch.Tensor]:
     single = os.path.join(folder, "diffusion_pytorch_model.safetensors")
     index = single + ".index.json"
     if os.path.isfile(single):
@@ -101,7 +101,7 @@ def read_pixart(path_or_model: str | nn.Module) -> tuple[dict[str, Any], dict[st
             f"norm_type='ada_norm_single', found _class_name={name!r}, norm_type={config.get('norm_type')!r}"
         )
     if state is None:
-        state = _load_state_dict(folder)
+        state = read_weights(folder)
     absent = [k for k in PIXART_SIGNATURE if k not in state]
     if absent:
         raise ValueError(f"{source} is not PixArt-shaped: its weights lack {absent}")

@@ -23,12 +23,39 @@ from diffusers.models.normalization import AdaLayerNormSingle
 from torch import nn
 
 from .motion_adapter import MOTION_CONFIG_KEYS, MotionAdapter
+from .pixart_block import pixart_block_forward
+
+LONG_SKIP_LAYOUTS = ("mirror", "easyanimate")
 
 
-def skip_targets(num_layers: int) -> dict[int, int]:
-    """U-ViT pairing: block j of the second half receives the output of its mirror N-1-j."""
+def skip_targets(num_layers: int, layout: str = "mirror") -> dict[int, int]:
+    """U-ViT pairing, target block -> source block. "mirror": block j of the second half receives the output of
+    its mirror N-1-j. "easyanimate" (upstream v2 / v3, 28 blocks): blocks 15..27 receive blocks 12..0; 13 and
+    14 none."""
+    if layout == "easyanimate":
+        if num_layers < 28:
+            raise ValueError(f"the easyanimate long-skip layout needs 28 blocks, this model has {num_layers}")
+        return {15 + k: 12 - k for k in range(13)}
+    if layout != "mirror":
+        raise ValueError(f"long_skip_layout must be one of {LONG_SKIP_LAYOUTS}, got {layout!r}")
     half = num_layers // 2
     return {num_layers - 1 - i: i for i in range(half)}
+
+
+class CLIPProjection(nn.Module):
+    """A CLIP image embedding `(B, clip_channels)` -> `tokens` extra context tokens (upstream V3 InP models)."""
+
+    def __init__(self, clip_channels: int, width: int, tokens: int = 8):
+        super().__init__()
+        self.tokens = tokens
+        self.linear_1 = nn.Linear(clip_channels, width * tokens)
+        self.act_1 = nn.GELU(approximate="tanh")
+        self.linear_2 = nn.Linear(width * tokens, width * tokens)
+        nn.init.zeros_(self.linear_2.weight)
+        nn.init.zeros_(self.linear_2.bias)
+
+    def forward(self, embeds: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act_1(self.linear_1(embeds))).view(embeds.shape[0], self.tokens, -1)
 
 
 class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
@@ -67,6 +94,10 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         motion_num_attention_layers: int = 2,
         motion_ff_mult: int = 4,
         use_long_skips: bool = False,
+        motion_num_heads: int | None = None,
+        motion_attention_kinds: list[list[str]] | None = None,
+        long_skip_layout: str = "mirror",
+        clip_channels: int | None = None,
     ):
         super().__init__()
         inner_dim = num_attention_heads * attention_head_dim
@@ -116,8 +147,11 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
                 in_features=caption_channels, hidden_size=inner_dim
             )
 
+        # upstream V3 InP: a CLIP image embedding becomes extra context tokens
+        self.clip_projection = CLIPProjection(clip_channels, inner_dim) if clip_channels else None
+
         self._build_motion_modules()
-        self.skip_sources = skip_targets(num_layers) if use_long_skips else {}
+        self.skip_sources = skip_targets(num_layers, long_skip_layout) if use_long_skips else {}
         self.skip_linears = nn.ModuleDict(
             {str(j): nn.Linear(inner_dim, inner_dim) for j in self.skip_sources}
         )
@@ -200,6 +234,9 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         encoder_attention_mask: torch.Tensor | None = None,
         added_cond_kwargs: dict[str, Any] | None = None,
         return_dict: bool = True,
+        inpaint_latents: torch.Tensor | None = None,
+        clip_encoder_hidden_states: torch.Tensor | None = None,
+        clip_attention_mask: torch.Tensor | None = None,
     ) -> Transformer2DModelOutput | tuple[torch.Tensor]:
         """Denoise latents.
 
@@ -209,11 +246,18 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
             encoder_hidden_states: `(B, L, caption_channels)` text features.
             encoder_attention_mask: `(B, L)` with 1 = keep, 0 = padding.
             added_cond_kwargs: PixArt's `resolution` / `aspect_ratio` when the config uses them.
+            inpaint_latents: `(B, C', F, H, W)` appended to `hidden_states` along channels (InP models).
+            clip_encoder_hidden_states: `(B, clip_channels)` CLIP image embedding -> extra context tokens after
+                the caption's, `clip_attention_mask` `(B, tokens)` their mask (upstream V3 InP models).
         Returns `(B, out_channels, F, H, W)` (or 4D for a 4D input).
         """
         image_input = hidden_states.ndim == 4
         if image_input:
             hidden_states = hidden_states.unsqueeze(2)
+            if inpaint_latents is not None and inpaint_latents.ndim == 4:
+                inpaint_latents = inpaint_latents.unsqueeze(2)
+        if inpaint_latents is not None:
+            hidden_states = torch.cat([hidden_states, inpaint_latents.to(hidden_states)], dim=1)
         b, _, f, height, width = hidden_states.shape
         p = self.config.patch_size
         if height % p or width % p:
@@ -225,6 +269,19 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         timestep = torch.as_tensor(timestep, device=hidden_states.device)
         if timestep.ndim == 0:
             timestep = timestep.expand(b)
+        if clip_encoder_hidden_states is not None and self.clip_projection is None:
+            raise ValueError("clip_encoder_hidden_states given, but this model has no clip_projection")
+        if clip_encoder_hidden_states is not None:
+            clip_mask = clip_attention_mask
+            if clip_mask is None:
+                clip_mask = torch.ones(b, self.clip_projection.tokens, device=hidden_states.device)
+            if encoder_attention_mask is None:
+                encoder_attention_mask = torch.ones(
+                    encoder_hidden_states.shape[:2], device=hidden_states.device
+                )
+            encoder_attention_mask = torch.cat(
+                [encoder_attention_mask, clip_mask.to(encoder_attention_mask)], 1
+            )
         if encoder_attention_mask is not None and encoder_attention_mask.ndim == 2:
             # PixArt's convention: a keep-mask becomes an additive bias (B, 1, L)
             encoder_attention_mask = (1 - encoder_attention_mask.to(hidden_states.dtype)) * -10000.0
@@ -240,6 +297,9 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         context = encoder_hidden_states
         if self.caption_projection is not None:
             context = self.caption_projection(context).view(b, -1, x.shape[-1])
+        if clip_encoder_hidden_states is not None:
+            clip_tokens = self.clip_projection(clip_encoder_hidden_states.to(context.dtype))
+            context = torch.cat([context, clip_tokens], dim=1)
         context = context.repeat_interleave(f, dim=0)
         if encoder_attention_mask is not None:
             encoder_attention_mask = encoder_attention_mask.repeat_interleave(f, dim=0)
@@ -248,8 +308,14 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         for i, block in enumerate(self.transformer_blocks):
             if i in self.skip_sources:
                 x = x + self.skip_linears[str(i)](skips.pop(self.skip_sources[i]))
-            x = self._run(block, x, None, context, encoder_attention_mask, t_mod, None, None)
             kind = self.motion_kinds.get(i)
+            if kind == "inside":  # upstream EasyAnimate: between self- and cross-attention, also for F = 1
+                module = self.motion_modules[str(i)]
+                between = lambda y, m=module: m(y, b, f, h, w)  # noqa: E731
+                x = self._run(pixart_block_forward, block, x, context, encoder_attention_mask, t_mod, between)
+                kind = None
+            else:
+                x = self._run(block, x, None, context, encoder_attention_mask, t_mod, None, None)
             if kind is not None and f > 1:  # an image has no motion: F = 1 stays pure PixArt
                 seq, frame_ids = self._to_motion(x, kind, b, f, h, w)
                 seq = self._run(self.motion_modules[str(i)], seq, frame_ids)
@@ -277,6 +343,32 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
 
     # ----------------------------------------------------------------------------------------------
     # PixArt loading and motion-module files live in their own module; thin methods here.
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> VideoTransformer3DModel:
+        """Our folders; upstream EasyAnimate's `Transformer3DModel` folders (v1, v2, v3 releases: converted, see
+        `upstream_transformer.py`); any other class is refused by name (diffusers would leave meta tensors)."""
+        from .upstream_transformer import UPSTREAM_CLASS, load_upstream_transformer
+
+        folder = str(pretrained_model_name_or_path)
+        if kwargs.get("subfolder"):
+            folder = os.path.join(folder, kwargs["subfolder"])
+        config_path = os.path.join(folder, "config.json")
+        if os.path.isfile(config_path):
+            import json
+
+            with open(config_path) as fh:
+                name = json.load(fh).get("_class_name")
+            if name == UPSTREAM_CLASS:
+                return load_upstream_transformer(
+                    cls, folder, kwargs.get("dtype") or kwargs.get("torch_dtype")
+                )
+            if name not in (cls.__name__, None):
+                raise ValueError(
+                    f"{folder} holds a {name}, not a {cls.__name__} (nor upstream EasyAnimate's "
+                    f"{UPSTREAM_CLASS}); a PixArt-alpha folder loads with {cls.__name__}.from_pixart"
+                )
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     @classmethod
     def from_pixart(cls, path_or_model, **video_options) -> VideoTransformer3DModel:
