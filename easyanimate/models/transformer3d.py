@@ -381,9 +381,15 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         """Write the motion modules alone (a `MotionAdapter` folder) to `directory`; returns the weights file."""
         return self.motion_modules.save_folder(directory)
 
-    def load_motion_modules(self, directory: str) -> None:
+    def load_motion_modules(self, directory: str, layout: str | None = None) -> None:
         """Load a `MotionAdapter` folder onto this backbone of the same width and depth (the layout follows the
-        folder's)."""
+        folder's), or a bare upstream motion-module file in the named `layout` (`easyanimate-v1` for
+        `easyanimate_v1_mm.safetensors`)."""
+        if os.path.isfile(directory):
+            from .upstream_transformer import load_upstream_motion_file
+
+            load_upstream_motion_file(self, directory, layout)
+            return
         if not os.path.isfile(os.path.join(directory, "config.json")):
             raise FileNotFoundError(f"not a motion module folder (no config.json): {directory}")
         self.set_motion_adapter(MotionAdapter.from_pretrained(directory))

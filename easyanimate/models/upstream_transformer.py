@@ -136,3 +136,63 @@ def load_converted(model, state: dict[str, torch.Tensor], source: str) -> None:
             f"missing {result.missing_keys[:8]}{' ...' if len(result.missing_keys) > 8 else ''}, "
             f"unexpected {result.unexpected_keys[:8]}{' ...' if len(result.unexpected_keys) > 8 else ''}"
         )
+
+
+def _read_state_file(path: str) -> dict[str, torch.Tensor]:
+    """A bare state dict: safetensors, or a torch file (tensors only; a nested `state_dict` is unwrapped)."""
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+def load_upstream_motion_file(model, path: str, layout: str | None) -> None:
+    """A bare upstream motion-module file (`easyanimate_v1_mm.safetensors`: the `attn_temporal` keys of every
+    block) onto `model` in the named layout; the file alone does not say it (upstream's yaml did)."""
+    from .motion_adapter import UPSTREAM_LAYOUTS
+
+    if layout not in UPSTREAM_LAYOUTS:
+        raise ValueError(
+            f"{path} is a bare motion-module file, which does not record its layout: name it "
+            f"(motion layout one of {sorted(UPSTREAM_LAYOUTS)}; --motion-layout on the command line)"
+        )
+    state = _read_state_file(path)
+    foreign = [k for k in state if ".attn_temporal." not in k]
+    if foreign:
+        raise ValueError(f"{path}: not an upstream motion-module file (e.g. key {foreign[0]!r})")
+    model.set_motion_layout(**UPSTREAM_LAYOUTS[layout])
+    converted = convert_state_dict(state)
+    expected = {k for k in model.state_dict() if k.startswith("motion_modules.")}
+    missing, unexpected = sorted(expected - set(converted)), sorted(set(converted) - expected)
+    if missing or unexpected:
+        raise ValueError(
+            f"{path} does not fit layout {layout!r} on this transformer: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    model.load_state_dict(converted, strict=False)
+
+
+def load_transformer_checkpoint(model, path: str) -> None:
+    """A bare transformer state dict over `model`'s weights: a PixArt checkpoint (upstream's portrait model) or an
+    upstream / our full state dict. Every key must land on a parameter of the same shape; parts the file lacks
+    (motion modules, long skips of a PixArt checkpoint) keep their weights."""
+    state = convert_state_dict(_read_state_file(path))
+    own = model.state_dict()
+    unknown = [k for k in state if k not in own]
+    if unknown:
+        raise ValueError(
+            f"{path}: {len(unknown)} keys fit no parameter of this transformer, e.g. {unknown[:3]}"
+        )
+    wrong = [k for k, v in state.items() if tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise ValueError(
+            f"{path}: {k} has shape {tuple(state[k].shape)}, the transformer's is {tuple(own[k].shape)}"
+        )
+    backbone = {k for k, _ in model.backbone_parameters()}
+    absent = sorted(backbone - set(state))
+    if absent:
+        raise ValueError(f"{path} lacks {len(absent)} backbone weights, e.g. {absent[:3]}")
+    model.load_state_dict(state, strict=False)

@@ -46,6 +46,6 @@ def unload_loras(pipe) -> None:
     pipe._kohya_merged = []
 
 
-def load_motion_module(pipe, directory: str) -> None:
+def load_motion_module(pipe, directory: str, layout: str | None = None) -> None:
     """Swap in motion modules saved apart from the backbone (models/Motion_Module/<name>)."""
-    pipe.transformer.load_motion_modules(directory)
+    pipe.transformer.load_motion_modules(directory, layout)

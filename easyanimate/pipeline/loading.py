@@ -7,6 +7,7 @@ import os
 import torch
 
 from ..models.transformer3d import VideoTransformer3DModel
+from ..models.upstream_transformer import load_transformer_checkpoint
 from .adapters import load_lora, load_motion_module
 from .memory import apply_memory_mode
 from .pipeline_easyanimate import EasyAnimatePipeline
@@ -26,11 +27,15 @@ def load_pipeline(
     device: str | None = None,
     transformer: str | None = None,
     storage_dtype: str | None = None,
+    motion_layout: str | None = None,
+    transformer_checkpoint: str | None = None,
 ) -> EasyAnimatePipeline:
     """A pipeline folder (`model_index.json`) in bf16 on a GPU and fp32 on CPU, with the sampler swapped, motion
     modules and a LoRA loaded, and a GPU memory mode applied (`memory.MEMORY_MODES`; `storage_dtype`: the
     transformer's weights stored in fp8 / bf16). `transformer`: another transformer folder in place of the
-    pipeline's (a training checkpoint's `transformer/`)."""
+    pipeline's (a training checkpoint's `transformer/`); `transformer_checkpoint`: a bare state dict over its
+    weights (a PixArt checkpoint such as upstream's portrait model). `motion_layout` names the layout of a bare
+    upstream motion-module file (`easyanimate-v1`)."""
     if not os.path.isfile(os.path.join(model, "model_index.json")):
         raise FileNotFoundError(f"{model} is not a pipeline folder (no model_index.json)")
     device = device or default_device()
@@ -41,10 +46,14 @@ def load_pipeline(
             raise FileNotFoundError(f"{transformer} is not a transformer folder (no config.json)")
         components["transformer"] = VideoTransformer3DModel.from_pretrained(transformer, dtype=dtype)
     pipe = EasyAnimatePipeline.from_pretrained(model, dtype=dtype, **components)
+    if transformer_checkpoint:
+        if not os.path.isfile(transformer_checkpoint):
+            raise FileNotFoundError(f"transformer checkpoint not found: {transformer_checkpoint}")
+        load_transformer_checkpoint(pipe.transformer, transformer_checkpoint)
     if sampler:
         pipe.set_sampler(sampler)
     if motion_module:
-        load_motion_module(pipe, motion_module)
+        load_motion_module(pipe, motion_module, motion_layout)
     if lora:
         load_lora(pipe, lora, lora_weight)
     apply_memory_mode(pipe, memory_mode, device, storage_dtype)

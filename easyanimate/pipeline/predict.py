@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..models.motion_adapter import UPSTREAM_LAYOUTS
 from .memory import MEMORY_MODES, STORAGE_DTYPES
 
 DEMO_MODEL = "models/Diffusion_Transformer/EasyAnimate-demo"
@@ -47,7 +48,22 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--lora", default=None, help="LoRA safetensors (models/Personalized_Model/...)")
     p.add_argument("--lora-weight", type=float, default=0.55, help="LoRA strength")
-    p.add_argument("--motion-module", default=None, help="motion module folder (models/Motion_Module/...)")
+    p.add_argument(
+        "--motion-module",
+        default=None,
+        help="motion module folder (models/Motion_Module/...), or upstream's bare file with --motion-layout",
+    )
+    p.add_argument(
+        "--motion-layout",
+        default=None,
+        choices=sorted(UPSTREAM_LAYOUTS),
+        help="the layout of a bare upstream motion-module file (easyanimate-v1 for easyanimate_v1_mm.safetensors)",
+    )
+    p.add_argument(
+        "--transformer-checkpoint",
+        default=None,
+        help="a bare transformer state dict over the model's weights (e.g. easyanimate_portrait.safetensors)",
+    )
     p.add_argument(
         "--gpu-memory-mode",
         default="none",
@@ -91,6 +107,8 @@ def load_pipeline(args: argparse.Namespace):
         device=args.device,
         transformer=args.transformer,
         storage_dtype=args.storage_dtype,
+        motion_layout=args.motion_layout,
+        transformer_checkpoint=args.transformer_checkpoint,
     )
 
 
