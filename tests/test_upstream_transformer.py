@@ -136,31 +136,33 @@ RELEASES = {
 }  # fmt: skip
 
 
+def to_upstream_key(key: str) -> str:
+    """Upstream's name for one of our keys: the inverse of the conversion, written out here independently."""
+    parts = key.split(".")
+    if parts[0] == "skip_linears":
+        return f"long_connect_fc.{int(parts[1]) - 15}.{parts[2]}"
+    if parts[0] != "motion_modules":
+        return key
+    block, rest = parts[1], ".".join(parts[2:])
+    inner = "temporal_transformer."
+    if rest.startswith("layers."):
+        _, i, kind, *tail = rest.split(".")
+        inner += f"transformer_blocks.0.{'attention_blocks' if kind == 'attn' else 'norms'}.{i}." + ".".join(
+            tail
+        )
+    elif rest.startswith(("ff.", "ff_norm.")):
+        inner += "transformer_blocks.0." + rest
+    else:
+        inner += rest
+    return f"transformer_blocks.{block}.attn_temporal.{inner}"
+
+
 def upstream_names(model: VideoTransformer3DModel) -> dict[str, tuple[int, ...]]:
-    """What an upstream file for this model holds: our state dict under upstream's names (the inverse of the
-    conversion, written out here independently), frame-code buffers included."""
-    names = {}
-    for key, value in model.state_dict().items():
-        parts = key.split(".")
-        if parts[0] == "motion_modules":
-            block, rest = parts[1], ".".join(parts[2:])
-            inner = "temporal_transformer."
-            if rest.startswith("layers."):
-                _, i, kind, *tail = rest.split(".")
-                what = "attention_blocks" if kind == "attn" else "norms"
-                inner += f"transformer_blocks.0.{what}.{i}." + ".".join(tail)
-                if kind == "attn" and tail[0] == "to_q":
-                    names[f"transformer_blocks.{block}.attn_temporal.temporal_transformer.transformer_blocks.0."
-                          f"attention_blocks.{i}.pos_encoder.pe"] = (1, 4096, value.shape[1])  # fmt: skip
-            elif rest.startswith(("ff.", "ff_norm.")):
-                inner += "transformer_blocks.0." + rest
-            else:
-                inner += rest
-            names[f"transformer_blocks.{block}.attn_temporal.{inner}"] = tuple(value.shape)
-        elif parts[0] == "skip_linears":
-            names[f"long_connect_fc.{int(parts[1]) - 15}.{parts[2]}"] = tuple(value.shape)
-        else:
-            names[key] = tuple(value.shape)
+    """What an upstream file for this model holds (names and shapes), frame-code buffers included."""
+    names = {to_upstream_key(k): tuple(v.shape) for k, v in model.state_dict().items()}
+    for key in list(names):
+        if key.endswith("to_q.weight") and "attention_blocks" in key:
+            names[key.replace("to_q.weight", "pos_encoder.pe")] = (1, 4096, names[key][1])
     return names
 
 

@@ -2,15 +2,41 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import torch
 
+from ..diffusion.samplers import load_scheduler
+from ..models.frame_vae import FrameVAE
+from ..models.text_encoder import load_text_encoder
 from ..models.transformer3d import VideoTransformer3DModel
 from ..models.upstream_transformer import load_transformer_checkpoint
 from .adapters import load_lora, load_motion_module
 from .memory import apply_memory_mode
 from .pipeline_easyanimate import EasyAnimatePipeline
+
+PIXART_PIPELINES = ("PixArtAlphaPipeline", "PixArtSigmaPipeline")
+
+
+def pipeline_class(folder: str) -> str | None:
+    """The pipeline class a folder's `model_index.json` names."""
+    with open(os.path.join(folder, "model_index.json")) as fh:
+        name = json.load(fh).get("_class_name")
+    return name[1] if isinstance(name, list) else name
+
+
+def pixart_as_video_pipeline(folder: str, dtype: torch.dtype, transformer=None) -> EasyAnimatePipeline:
+    """A diffusers PixArt-alpha folder as our pipeline, the way EasyAnimate v1 ran it: the transformer with
+    (identity until loaded) motion modules, its 2D VAE per frame, its T5 and scheduler."""
+    text = load_text_encoder(folder, dtype=dtype)
+    return EasyAnimatePipeline(
+        vae=FrameVAE.from_pretrained(os.path.join(folder, "vae"), dtype=dtype),
+        text_encoder=text.model,
+        tokenizer=text.tokenizer,
+        transformer=transformer or VideoTransformer3DModel.from_pixart(folder).to(dtype),
+        scheduler=load_scheduler(folder),
+    )
 
 
 def default_device() -> str:
@@ -45,7 +71,10 @@ def load_pipeline(
         if not os.path.isfile(os.path.join(transformer, "config.json")):
             raise FileNotFoundError(f"{transformer} is not a transformer folder (no config.json)")
         components["transformer"] = VideoTransformer3DModel.from_pretrained(transformer, dtype=dtype)
-    pipe = EasyAnimatePipeline.from_pretrained(model, dtype=dtype, **components)
+    if pipeline_class(model) in PIXART_PIPELINES:  # v1: a PixArt-alpha folder, motion modules added on top
+        pipe = pixart_as_video_pipeline(model, dtype, components.get("transformer"))
+    else:
+        pipe = EasyAnimatePipeline.from_pretrained(model, dtype=dtype, **components)
     if transformer_checkpoint:
         if not os.path.isfile(transformer_checkpoint):
             raise FileNotFoundError(f"transformer checkpoint not found: {transformer_checkpoint}")
