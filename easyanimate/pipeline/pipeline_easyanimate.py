@@ -166,12 +166,22 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
 
     # ----------------------------------------------------------------------------------------------- checks
 
-    def check_inputs(self, height: int, width: int, num_frames: int, steps: int, strength: float) -> None:
+    def check_inputs(
+        self,
+        height: int,
+        width: int,
+        num_frames: int,
+        steps: int,
+        strength: float,
+        guidance_scale: float = 1.0,
+    ) -> None:
         rule = self.shape_rule
         rule.check_size(height, width)
         rule.check_frames(num_frames)
         if steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {steps}")
+        if not np.isfinite(guidance_scale):
+            raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale}")
         if not 0 < strength <= 1:
             raise ValueError(f"strength must be in (0, 1], got {strength}")
 
@@ -279,7 +289,7 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
         width = width or self.default_size
         if video is None and strength < 1:
             raise ValueError("strength < 1 needs an input video (video-to-video)")
-        self.check_inputs(height, width, num_frames, num_inference_steps, strength)
+        self.check_inputs(height, width, num_frames, num_inference_steps, strength, guidance_scale)
         wants_inpaint = start_image is not None or end_image is not None or head_frames is not None
         if wants_inpaint and not self.is_inpaint_model:
             raise ValueError(
@@ -369,6 +379,11 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
         if known_latents is not None:
             latents[:, :, : known_latents.shape[2]] = known_latents
         self.maybe_free_model_hooks_for("transformer")
+        if not torch.isfinite(latents).all():  # decoded, these are black frames that look like a result
+            raise FloatingPointError(
+                "the denoised latents are not finite (NaN or inf): check guidance_scale, the LoRA weight and "
+                "the model's weights"
+            )
 
         if output_type == "latent":
             frames = latents

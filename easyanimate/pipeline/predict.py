@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -19,6 +20,28 @@ from .memory import MEMORY_MODES, STORAGE_DTYPES
 DEMO_MODEL = "models/Diffusion_Transformer/EasyAnimate-demo"
 
 
+def finite_float(text: str) -> float:
+    """A float flag that is a real number (nan / inf gave black videos)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An int flag that must be >= 1 (0 silently meant the default, or 24 fps)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEMO_MODEL, help="diffusers-style pipeline folder")
     p.add_argument("--prompt", required=True, help="what the video shows")
@@ -28,26 +51,28 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="Euler, Euler A, DPM++, PNDM, DDIM, UniPC or Flow (default: the model's)",
     )
-    p.add_argument("--steps", type=int, default=25, help="denoising steps")
-    p.add_argument("--guidance-scale", type=float, default=6.0, help="CFG scale; <= 1 disables guidance")
+    p.add_argument("--steps", type=positive_int, default=25, help="denoising steps")
+    p.add_argument(
+        "--guidance-scale", type=finite_float, default=6.0, help="CFG scale; <= 1 disables guidance"
+    )
     p.add_argument("--seed", type=int, default=43, help="random seed (same seed, same video)")
     size_help = "pixels, a multiple of the model's VAE ratio x patch size (16 for XL/2, 8 for the demo; default: the model's)"
-    p.add_argument("--height", type=int, default=None, help=size_help)
-    p.add_argument("--width", type=int, default=None, help=size_help)
+    p.add_argument("--height", type=positive_int, default=None, help=size_help)
+    p.add_argument("--width", type=positive_int, default=None, help=size_help)
     p.add_argument(
         "--num-frames",
         type=int,
         default=17,
         help="1 + rk frames for the VAE's temporal ratio r (4; the demo VAE's 2); 1 makes an image",
     )
-    p.add_argument("--fps", type=int, default=8, help="frames per second of the saved mp4")
+    p.add_argument("--fps", type=positive_int, default=8, help="frames per second of the saved mp4")
     p.add_argument(
         "--transformer",
         default=None,
         help="a transformer folder in place of the model's (a training checkpoint's checkpoint-N/transformer)",
     )
     p.add_argument("--lora", default=None, help="LoRA safetensors (models/Personalized_Model/...)")
-    p.add_argument("--lora-weight", type=float, default=0.55, help="LoRA strength")
+    p.add_argument("--lora-weight", type=finite_float, default=0.55, help="LoRA strength")
     p.add_argument(
         "--motion-module",
         default=None,
@@ -113,20 +138,42 @@ def load_pipeline(args: argparse.Namespace):
 
 
 def next_stem(directory: str) -> str:
+    """A fresh `NNNN` path stem in `directory`, claimed by creating its sidecar `NNNN.json` exclusively: runs
+    writing into one folder at once each get their own name (reading the listing alone let two take one)."""
     os.makedirs(directory, exist_ok=True)
     taken = {int(n.split(".")[0]) for n in os.listdir(directory) if n.split(".")[0].isdigit()}
-    return os.path.join(directory, f"{max(taken, default=-1) + 1:04d}")
+    number = max(taken, default=-1) + 1
+    while True:
+        stem = os.path.join(directory, f"{number:04d}")
+        try:
+            os.close(os.open(stem + ".json", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return stem
+        except FileExistsError:
+            number += 1
 
 
 def save_outputs(
     frames: np.ndarray, settings: dict[str, Any], directory: str, fps: int, gif: bool
 ) -> dict[str, str]:
-    """frames `(F, H, W, 3)` in [0, 1] -> mp4 (+ png for one frame, + gif) and a JSON of every setting."""
+    """frames `(F, H, W, 3)` in [0, 1] -> mp4 (+ png for one frame, + gif) and a JSON of every setting, under a
+    fresh name in `directory` (never another run's)."""
+    stem = next_stem(directory)
+    try:
+        return _write_outputs(stem, frames, settings, fps, gif)
+    except BaseException:
+        for suffix in (".json", ".mp4", ".png", ".gif"):  # the claim and anything half-made go
+            if os.path.exists(stem + suffix):
+                os.remove(stem + suffix)
+        raise
+
+
+def _write_outputs(
+    stem: str, frames: np.ndarray, settings: dict[str, Any], fps: int, gif: bool
+) -> dict[str, str]:
     from PIL import Image
 
     from ..data.video_io import write_video
 
-    stem = next_stem(directory)
     uint8 = (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
     paths = {"video": write_video(stem + ".mp4", uint8, fps=fps)}
     if len(uint8) == 1:
@@ -139,9 +186,25 @@ def save_outputs(
             paths["gif"], save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0
         )
     paths["settings"] = stem + ".json"
-    with open(paths["settings"], "w") as fh:
-        json.dump({**settings, "outputs": paths, "easyanimate_version": __version__}, fh, indent=2)
+    record = strict_json({**settings, "outputs": paths, "easyanimate_version": __version__})
+    tmp = paths["settings"] + ".tmp"
+    with open(tmp, "w") as fh:  # replaces the claim atomically
+        json.dump(record, fh, indent=2, allow_nan=False)
+    os.replace(tmp, paths["settings"])
     return paths
+
+
+def strict_json(value: Any) -> Any:
+    """`value` as strict JSON: non-finite floats become strings ("nan"), other objects their str()."""
+    if isinstance(value, dict):
+        return {str(k): strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
 
 
 def run(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> dict[str, str]:
@@ -180,7 +243,7 @@ def main_guarded(fn) -> int:
     """Run a CLI body: clear one-line errors for bad input instead of stack traces."""
     try:
         fn()
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -1,0 +1,94 @@
+"""Bad input gets a clear one-line error and nothing is lost (issue #22, items 2, 3 and part of 9): numeric flags,
+non-finite results, the sidecar JSON, output names claimed atomically by runs sharing a folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import multiprocessing
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, make_pipeline, run_python
+from safetensors.torch import load_file, save_file
+
+from easyanimate.pipeline.predict import next_stem, save_outputs
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> str:
+    return make_pipeline(tmp_path_factory.mktemp("model"))
+
+
+BASE = ["--prompt", "a red circle", "--num-frames", "5", "--height", "32", "--width", "32", "--steps", "2"]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--guidance-scale", "inf"], "'inf' is not a finite number"),
+        (["--guidance-scale", "nan"], "'nan' is not a finite number"),
+        (["--lora-weight", "nan"], "'nan' is not a finite number"),
+        (["--height", "0"], "0 is not a positive integer"),
+        (["--fps", "0"], "0 is not a positive integer"),
+        (["--steps", "-3"], "-3 is not a positive integer"),
+        (["--steps", "two"], "'two' is not an integer"),
+    ],
+)
+def test_bad_numeric_flags_are_refused_in_one_line(tmp_path, capsys, model, flags, message):
+    """predict_t2v.py's own main (in this process: argparse refuses before anything loads)."""
+    spec = importlib.util.spec_from_file_location("predict_t2v", os.path.join(ROOT, "predict_t2v.py"))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--model", model, *BASE, *flags, "--output-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and "Traceback" not in err, err
+    assert not os.listdir(tmp_path)
+
+
+def test_non_finite_weights_fail_instead_of_a_black_video(tmp_path, model):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(model, broken)
+    weights = broken / "transformer" / "diffusion_pytorch_model.safetensors"
+    state = load_file(str(weights))
+    state["proj_out.weight"] = torch.full_like(state["proj_out.weight"], float("nan"))
+    save_file(state, str(weights))
+    out = tmp_path / "out"
+    res = run_python("predict_t2v.py", "--model", str(broken), *BASE, "--output-dir", str(out))
+    assert res.returncode == 2 and "denoised latents are not finite" in res.stderr, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr and not (out.exists() and os.listdir(out))
+
+
+def _claim(directory: str, queue) -> None:
+    queue.put([next_stem(directory) for _ in range(5)])
+
+
+def test_runs_sharing_a_folder_get_distinct_names(tmp_path):
+    """Four processes claiming five names each at once: twenty distinct names (each claimed on disk)."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_claim, args=(str(tmp_path), queue)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    stems = [s for _ in procs for s in queue.get(timeout=60)]
+    for p in procs:
+        p.join(timeout=60)
+    assert len(stems) == 20 and len(set(stems)) == 20
+    assert all(os.path.exists(s + ".json") for s in stems)
+
+
+def test_sidecar_json_is_strict_and_a_failed_write_leaves_nothing(tmp_path):
+    frames = np.zeros((3, 16, 16, 3), np.float32)
+    paths = save_outputs(frames, {"guidance": float("nan"), "weird": object()}, str(tmp_path), 8, gif=False)
+    with open(paths["settings"]) as fh:
+        record = json.load(fh, parse_constant=lambda c: pytest.fail(f"bare {c} in the JSON"))
+    assert record["guidance"] == "nan" and math.isfinite(len(record["weird"]))
+    with pytest.raises(ValueError):
+        save_outputs(np.zeros((3, 16, 16), np.float32), {}, str(tmp_path), 8, gif=False)  # not (F, H, W, 3)
+    assert sorted(os.listdir(tmp_path)) == ["0000.json", "0000.mp4"]  # the failed run's claim is gone
