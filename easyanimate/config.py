@@ -8,6 +8,7 @@ the dataclass. Errors name the key and the file.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -65,6 +66,22 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
     if not isinstance(value, hint):
         raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
     return value
+
+
+def check_bounds(obj: Any, **bounds: tuple[float | None, float | None]) -> None:
+    """Each named numeric field of `obj` finite and within its inclusive `(low, high)` (None: open); a field set
+    to None is left alone. For `__post_init__`: a run is refused before it does any work."""
+    for name, (low, high) in bounds.items():
+        value = getattr(obj, name)
+        if value is None:
+            continue
+        bad = (low is not None and value < low) or (high is not None and value > high)
+        if bad or (isinstance(value, float) and not math.isfinite(value)):
+            if low is not None and high is not None:
+                rule = f"between {low} and {high}"
+            else:
+                rule = f">= {low}" if low is not None else f"<= {high}"
+            raise ValueError(f"{name} must be a finite number {rule}, got {value}")
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config import check_bounds
 from ..data.formats import FORMATS
 from ..data.masks import MaskConfig
 from ..diffusion.objectives import OBJECTIVES
@@ -50,6 +51,13 @@ class ObjectiveConfig:
     def __post_init__(self) -> None:
         if self.kind not in OBJECTIVES:
             raise ValueError(f"objective.kind must be one of {OBJECTIVES}, got {self.kind!r}")
+        check_bounds(self, snr_gamma=(0.0, None), flow_shift=(0.0, None))
+
+    def build(self):
+        """The `Objective` these settings describe."""
+        from ..diffusion.objectives import Objective
+
+        return Objective(self.kind, self.zero_terminal_snr, self.snr_gamma, self.flow_shift)
 
 
 @dataclass
@@ -77,6 +85,18 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise ValueError(f"data.format must be one of {FORMATS}, got {self.format!r}")
+        check_bounds(
+            self,
+            base_size=(8, None),
+            num_frames=(1, None),
+            token_base_frames=(1, None),
+            max_frames=(1, None),
+            frame_stride=(1, None),
+            batch_size=(1, None),
+            num_workers=(0, None),
+            caption_dropout=(0.0, 1.0),
+            text_cache_size=(0, None),
+        )
 
 
 @dataclass
@@ -97,6 +117,16 @@ class OptimizationConfig:
             raise ValueError(
                 f"optimization.mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}"
             )
+        check_bounds(
+            self,
+            max_steps=(1, None),
+            learning_rate=(0.0, None),
+            lr_warmup_steps=(0, None),
+            weight_decay=(0.0, None),
+            max_grad_norm=(0.0, None),
+            gradient_accumulation_steps=(1, None),
+            ema_decay=(0.0, 1.0),
+        )
 
 
 @dataclass
@@ -104,6 +134,9 @@ class CheckpointingConfig:
     steps: int = 500  # a checkpoint every this many steps (and at the end)
     total_limit: int = 3  # keep the newest this many
     resume_from: str | None = None  # "latest" or a checkpoint folder
+
+    def __post_init__(self) -> None:
+        check_bounds(self, steps=(0, None), total_limit=(0, None))  # 0: at the end only / keep all
 
 
 @dataclass
@@ -118,6 +151,16 @@ class ValidationConfig:
     sampler: str | None = None  # None: the objective's default (DPM++, Flow for flow)
     fps: int = 8  # of the validation mp4s
 
+    def __post_init__(self) -> None:
+        check_bounds(
+            self,
+            steps=(0, None),
+            num_frames=(1, None),
+            size=(8, None),
+            inference_steps=(1, None),
+            fps=(1, None),
+        )
+
 
 @dataclass
 class LoggingConfig:
@@ -128,6 +171,7 @@ class LoggingConfig:
     def __post_init__(self) -> None:
         if self.report_to not in REPORT_TO:
             raise ValueError(f"logging.report_to must be one of {REPORT_TO}, got {self.report_to!r}")
+        check_bounds(self, steps=(1, None))
 
 
 @dataclass
@@ -136,10 +180,14 @@ class LoraSettings:
     alpha: float = 8.0  # LoRA scale numerator (scale = alpha / rank)
     include_motion_modules: bool = False  # lora mode: also adapt the motion modules' attention
 
+    def __post_init__(self) -> None:
+        check_bounds(self, rank=(1, None), alpha=(0.0, None))
+
 
 @dataclass
 class TrainConfig:
     output_dir: str = "outputs/train"  # checkpoints, validation, logs and the exported pipeline / LoRA
+    overwrite: bool = False  # allow a fresh run into an output_dir that holds another run (else refused)
     mode: str = "t2v"  # t2i | t2v | lora | motion_lora | inpaint
     t2v_stage: int = 2  # 1 images (DiT), 2 motion modules, 3 whole DiT
     seed: int = 0  # every random draw of the run derives from it (exact resume)
@@ -160,3 +208,5 @@ class TrainConfig:
             raise ValueError(f"t2v_stage must be 1, 2 or 3, got {self.t2v_stage}")
         if self.model.train_text_encoder and self.mode not in ("t2i", "t2v"):
             raise ValueError(f"train_text_encoder applies to t2i and t2v, not mode {self.mode!r}")
+        if self.validation.sampler is not None:  # checked now, not at the first validation
+            self.objective.build().sampler(self.validation.sampler)

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import os
 import resource
+import shutil
 import time
 from collections.abc import Callable
 from typing import Any
@@ -120,6 +121,23 @@ def init_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
     optimizer.zero_grad(set_to_none=True)
 
 
+RUN_MARKERS = ("config.yaml", "logs.jsonl", "checkpoints")
+
+
+def claim_output_dir(output_dir: str, resume_from: str | None, overwrite: bool) -> list[str]:
+    """A fresh run into a folder that holds another run is refused (it silently overwrote it and left a folder
+    mixing both), unless it resumes or `overwrite` is set. Returns the old run's files to clear (overwrite)."""
+    found = [m for m in RUN_MARKERS if os.path.exists(os.path.join(output_dir, m))]
+    if not found or resume_from:
+        return []
+    if not overwrite:
+        raise ValueError(
+            f"output_dir {output_dir} already holds a run ({', '.join(found)}): resume it (resume_from=latest), "
+            "choose another output_dir, or set overwrite=true to replace it"
+        )
+    return [os.path.join(output_dir, m) for m in found]
+
+
 def is_due(step: int, every: int, max_steps: int) -> bool:
     """Every `every` steps and at the last step; `every <= 0` means at the last step only."""
     return step == max_steps or (every > 0 and step % every == 0)
@@ -140,10 +158,12 @@ class RunScaffold:
         resume_from: str | None,
         report_to: str = "tensorboard",
         micro_batch_size: int | None = None,
+        overwrite: bool = False,
     ):
         # accelerate keeps one global state per process; a second run in it (tests, notebooks) may use another
         # precision. The distributed PartialState is kept.
         AcceleratorState._reset_state()
+        stale = claim_output_dir(output_dir, resume_from, overwrite)
         if report_to not in REPORT_TO:
             raise ValueError(f"report_to must be one of {REPORT_TO}, got {report_to!r}")
         if report_to == "wandb":
@@ -187,6 +207,10 @@ class RunScaffold:
             self.device,
             acc.mixed_precision,
         )
+        if self.main:  # overwrite=true: the old run's checkpoints and logs go before anything is written
+            for path in stale:
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        acc.wait_for_everyone()
         os.makedirs(output_dir, exist_ok=True)
         if self.main:
             save_config(config, os.path.join(output_dir, "config.yaml"))

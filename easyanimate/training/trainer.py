@@ -63,8 +63,7 @@ def make_optimizer(params, cfg: TrainConfig):
 
 
 def make_objective(cfg: TrainConfig) -> Objective:
-    o = cfg.objective
-    return Objective(o.kind, o.zero_terminal_snr, o.snr_gamma, o.flow_shift)
+    return cfg.objective.build()
 
 
 class TextFeatures:
@@ -118,6 +117,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         resume_from=ckpt.resume_from,
         report_to=cfg.logging.report_to,
         micro_batch_size=cfg.data.batch_size,
+        overwrite=cfg.overwrite,
     )
     accelerator, main, device, rank = run.accelerator, run.main, run.device, run.rank
     strategy = strategy_of(cfg)

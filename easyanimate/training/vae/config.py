@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...config import check_bounds
 from ...models.slice_vae import preset_shape_rule
 from ..scaffold import REPORT_TO
 
@@ -51,6 +52,7 @@ class VAETrainConfig:
     checkpointing_steps: int = 500
     checkpoints_total_limit: int = 3
     resume_from_checkpoint: str | None = None  # "latest" or a checkpoint folder
+    overwrite: bool = False  # allow a fresh run into an output_dir that holds another run (else refused)
     validation_steps: int = 500
     log_steps: int = 10  # log the training scalars every this many steps
     report_to: str = "tensorboard"  # tensorboard | wandb (pip install wandb) | none
@@ -65,6 +67,22 @@ class VAETrainConfig:
             raise ValueError(f"stage must be 1 or 2, got {self.stage}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+        check_bounds(
+            self,
+            max_steps=(1, None),
+            learning_rate=(0.0, None),
+            weight_decay=(0.0, None),
+            max_grad_norm=(0.0, None),
+            gradient_accumulation_steps=(1, None),
+            encode_slice_frames=(1, None),
+            decode_slice_latents=(1, None),
+            checkpointing_steps=(0, None),
+            checkpoints_total_limit=(0, None),
+            validation_steps=(0, None),
+            log_steps=(1, None),
+            fps=(1, None),
+        )
+        check_bounds(self.data, batch_size=(1, None), image_ratio=(0.0, 1.0))
         rule = preset_shape_rule(self.model)  # a folder's rule is checked when the trainer loads it
         if rule is not None:
             rule.check_frames(self.data.num_frames, "data.num_frames")

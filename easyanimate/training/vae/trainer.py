@@ -84,6 +84,7 @@ def train_vae(cfg: VAETrainConfig) -> dict[str, Any]:
         keep=cfg.checkpoints_total_limit,
         resume_from=cfg.resume_from_checkpoint,
         report_to=cfg.report_to,
+        overwrite=cfg.overwrite,
     )
     accelerator, main = run.accelerator, run.main
 
