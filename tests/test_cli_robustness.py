@@ -92,3 +92,38 @@ def test_sidecar_json_is_strict_and_a_failed_write_leaves_nothing(tmp_path):
     with pytest.raises(ValueError):
         save_outputs(np.zeros((3, 16, 16), np.float32), {}, str(tmp_path), 8, gif=False)  # not (F, H, W, 3)
     assert sorted(os.listdir(tmp_path)) == ["0000.json", "0000.mp4"]  # the failed run's claim is gone
+
+
+def _copy_model(model: str, dest) -> str:
+    import shutil
+
+    shutil.copytree(model, dest)
+    return str(dest)
+
+
+def test_broken_inputs_end_in_one_line(tmp_path, model):
+    """An incomplete model folder, truncated weights, an unreadable start image: one line each, no traceback."""
+    import shutil
+
+    no_tok = _copy_model(model, tmp_path / "no_tokenizer")
+    shutil.rmtree(os.path.join(no_tok, "tokenizer"))
+    truncated = _copy_model(model, tmp_path / "truncated")
+    weights = os.path.join(truncated, "transformer", "diffusion_pytorch_model.safetensors")
+    with open(weights, "r+b") as fh:
+        fh.truncate(os.path.getsize(weights) // 2)
+    image = tmp_path / "start.png"
+    image.write_bytes(b"not a png" * 10)
+    inp = make_pipeline(tmp_path / "inp", inpaint=True)
+    cases = [
+        (["predict_t2v.py", "--model", no_tok, *BASE], "is incomplete: no tokenizer/"),
+        (["predict_t2v.py", "--model", truncated, *BASE], "error: "),
+        (["predict_i2v.py", "--model", inp, "--start-image", str(image), *BASE], "error: "),
+    ]
+    for args, message in cases:
+        res = run_python(*args, "--output-dir", str(tmp_path / "out"))
+        lines = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+        assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr[
+            -2000:
+        ]
+        assert len(lines) == 1, res.stderr[-2000:]
+    assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")

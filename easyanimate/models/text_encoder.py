@@ -23,6 +23,9 @@ from .devices import execution_device
 DEFAULT_MAX_LENGTH = 120  # PixArt-alpha's caption length
 
 
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "spiece.model", "vocab.json")
+
+
 def _subfolder(path: str, name: str) -> str:
     sub = os.path.join(path, name)
     return sub if os.path.isdir(sub) else path
@@ -96,6 +99,12 @@ def load_text_encoder(
         raise FileNotFoundError(f"text encoder folder not found: {path}")
     enc_dir = _subfolder(path, "text_encoder")
     tok_dir = _subfolder(path, "tokenizer")
+    if enc_dir != path and tok_dir == path:
+        raise FileNotFoundError(
+            f"{path} has text_encoder/ but no tokenizer/: prompts cannot be read without it"
+        )
+    if not any(os.path.isfile(os.path.join(tok_dir, f)) for f in TOKENIZER_FILES):
+        raise FileNotFoundError(f"no tokenizer in {tok_dir} (none of {', '.join(TOKENIZER_FILES)})")
     tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
     kwargs = {"local_files_only": True}
     if dtype is not None:

@@ -12,6 +12,7 @@ is the sampling loop and its inputs.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -33,6 +34,23 @@ from .custom_entry import has_our_entry, write_entry
 from .lora_loader import EasyAnimateLoraLoaderMixin
 
 logger = logging.getLogger(__name__)
+
+
+def check_complete(folder: str, given: dict | None = None) -> None:
+    """Every component a local pipeline folder's `model_index.json` lists has its subfolder (a folder without
+    `tokenizer/` loaded and turned every prompt into unknown tokens). Components passed in `given` need none."""
+    index = os.path.join(folder, "model_index.json")
+    if not os.path.isfile(index):
+        return  # not a local pipeline folder: diffusers says what is wrong
+    with open(index) as fh:
+        config = json.load(fh)
+    for name, value in config.items():
+        if name.startswith("_") or not isinstance(value, list) or value[0] is None or name in (given or {}):
+            continue
+        if not os.path.isdir(os.path.join(folder, name)):
+            raise FileNotFoundError(
+                f"{folder} is incomplete: no {name}/ (its model_index.json lists a {value[1]})"
+            )
 
 
 @dataclass
@@ -63,7 +81,9 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
         """A pipeline folder; `dtype=` for the weights' dtype. A folder we saved names our class through its
         entry module (see `custom_entry.py`): importing it runs only the import of this class, so it is trusted
         when its text is exactly ours."""
-        if kwargs.get("custom_pipeline") is None and has_our_entry(pretrained_model_name_or_path):
+        folder = str(pretrained_model_name_or_path)
+        check_complete(folder, given=kwargs)
+        if kwargs.get("custom_pipeline") is None and has_our_entry(folder):
             kwargs.setdefault("trust_remote_code", True)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 

@@ -240,10 +240,19 @@ def run(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> dict[s
 
 
 def main_guarded(fn) -> int:
-    """Run a CLI body: clear one-line errors for bad input instead of stack traces."""
+    """Run a CLI body: clear one-line errors for bad input instead of stack traces. Load and I/O failures
+    (unreadable images, videos or weights) name their type; set EASYANIMATE_DEBUG=1 for the traceback."""
+    from safetensors import SafetensorError
+
     try:
         fn()
     except (FileNotFoundError, ValueError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError, SafetensorError) as err:
+        if os.environ.get("EASYANIMATE_DEBUG"):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        print(f"error: {type(err).__name__}: {first}", file=sys.stderr)
         return 2
     return 0
