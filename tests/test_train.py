@@ -256,7 +256,7 @@ def test_accumulation_ema_and_validation_outputs(tmp_path, base_pipeline, shapes
     assert os.listdir(tmp_path / "validation" / "step-00000002")
     assert os.listdir(tmp_path / "tensorboard")
     ckpt = os.listdir(tmp_path / "checkpoints" / "checkpoint-00000002")
-    assert "custom_checkpoint_0.pkl" in ckpt  # the EMA weights travel with the checkpoint
+    assert {"ema.safetensors", "ema.json"} <= set(ckpt)  # the EMA travels with the checkpoint, unpickled
     # the checkpoint serves inference as it is: its transformer/ holds the EMA weights the export ships
     served = _state(tmp_path / "checkpoints" / "checkpoint-00000002" / "transformer")
     shipped = _state(os.path.join(result["outputs"]["pipeline"], "transformer"))

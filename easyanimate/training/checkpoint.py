@@ -85,6 +85,14 @@ def save_checkpoint(
 
 
 def load_checkpoint(accelerator: Accelerator, path: str) -> dict[str, Any]:
+    # we register no pickled objects with accelerate (the EMA is safetensors + JSON); such a file here was not
+    # written by us and is refused before anything could unpickle it
+    foreign = sorted(f for f in os.listdir(path) if f.startswith("custom_checkpoint"))
+    if foreign:
+        raise ValueError(
+            f"{path} holds {', '.join(foreign)}, which this trainer does not write: not loaded (unpickling can "
+            "run code); remove it to resume from this checkpoint"
+        )
     accelerator.load_state(path)
     with open(os.path.join(path, STATE_FILE)) as fh:
         return json.load(fh)

@@ -220,6 +220,7 @@ class RunScaffold:
         )
         set_seed(seed)
         self._step_started = time.perf_counter()
+        self.resumed_from: str | None = None  # the checkpoint `resume` loaded
 
     def shard(self, model: torch.nn.Module) -> torch.nn.Module:
         """FSDP on CPU: wrap `model` with the launch config's plugin here (accelerate's own wrapping asks for an
@@ -251,6 +252,7 @@ class RunScaffold:
         """Load the checkpoint asked for (accelerate state); its trainer state, or {} for a fresh run.
         `optimizer` (the prepared one) gets its state tensors first under FSDP, so they are loaded into."""
         path = resolve_resume(self.output_dir, self.resume_from)
+        self.resumed_from = path
         if not path:
             return {}
         if optimizer is not None and self.accelerator.distributed_type == DistributedType.FSDP:

@@ -20,6 +20,7 @@ import torch
 from accelerate.utils import DistributedType
 from diffusers.optimization import get_scheduler as get_lr_scheduler
 from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -98,6 +99,38 @@ class TextFeatures:
         )
 
 
+EMA_WEIGHTS, EMA_STATE = "ema.safetensors", "ema.json"
+
+
+def save_ema(ema: EMAModel, folder: str) -> None:
+    """The EMA shadow weights as safetensors and its counters as JSON (no pickle)."""
+    state = ema.state_dict()
+    shadow = state.pop("shadow_params")
+    save_file(
+        {f"shadow.{i}": t.detach().cpu().contiguous() for i, t in enumerate(shadow)},
+        os.path.join(folder, EMA_WEIGHTS),
+    )
+    with open(os.path.join(folder, EMA_STATE), "w") as fh:
+        json.dump({k: v for k, v in state.items() if isinstance(v, (int, float, bool)) or v is None}, fh)
+
+
+def load_ema(ema: EMAModel, folder: str) -> None:
+    """Restore what `save_ema` wrote; a checkpoint without it (an older, pickled one) is refused by name."""
+    weights, counters = os.path.join(folder, EMA_WEIGHTS), os.path.join(folder, EMA_STATE)
+    if not (os.path.isfile(weights) and os.path.isfile(counters)):
+        raise FileNotFoundError(
+            f"{folder} holds no {EMA_WEIGHTS} / {EMA_STATE} (EMA is on): it was written without EMA or by an "
+            "older version that pickled it, which is not loaded (unpickling can run code)"
+        )
+    shadow = load_file(weights)
+    with open(counters) as fh:
+        state = json.load(fh)
+    state["shadow_params"] = [shadow[f"shadow.{i}"] for i in range(len(shadow))]
+    device = ema.shadow_params[0].device
+    ema.load_state_dict(state)
+    ema.to(device)
+
+
 def weight_dtype(mixed_precision: str) -> torch.dtype:
     """The dtype frozen models are held in: the run's compute dtype (T5-XXL: 9.5 GB in bf16, 19 GB in fp32)."""
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision, torch.float32)
@@ -171,8 +204,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     ema = None
     if opt.ema_decay is not None:
         ema = EMAModel([p.detach().float() for p in params], decay=opt.ema_decay)  # fp32 shadow weights
-        ema.to(device)
-        accelerator.register_for_checkpointing(ema)
+        ema.to(
+            device
+        )  # saved by us as safetensors + JSON (accelerate would pickle it: code could run on load)
 
     # data: one shape per batch, disjoint shares per process, position saved with checkpoints
     records, sampler = build_data(cfg, strategy.data, shape, accelerator.num_processes, rank)
@@ -194,6 +228,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     # resume
     state = run.resume(optimizer)
+    if ema is not None and run.resumed_from:
+        load_ema(ema, run.resumed_from)
     step, epoch, skipped = state.get("step", 0), state.get("epoch", 0), state.get("skipped", 0)
     position = state["position"][rank] if state else 0
     start_step = step
@@ -258,7 +294,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if ema is not None:
             ema.restore(params)
 
-    def save_for_inference(folder: str) -> None:  # every checkpoint also serves inference
+    def save_for_inference(folder: str) -> None:  # every checkpoint also serves inference (and holds the EMA)
+        if ema is not None and main:
+            save_ema(ema, folder)
         with_inference_weights(lambda m: strategy.save_for_inference(m, folder))
 
     samples_per_step = cfg.data.batch_size * opt.gradient_accumulation_steps * accelerator.num_processes
