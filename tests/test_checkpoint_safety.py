@@ -74,6 +74,43 @@ def test_planted_pickle_never_runs_and_ema_resumes_exactly(tmp_path, base, shape
 def test_a_checkpoint_without_the_ema_files_is_refused(tmp_path, base, shapes_dir):
     out = tmp_path / "run"
     run(out, base, shapes_dir, 1)
-    os.remove(out / "checkpoints" / "checkpoint-00000001" / "ema.safetensors")
+    checkpoint = out / "checkpoints" / "checkpoint-00000001"
+    os.remove(checkpoint / "ema.safetensors")
+    with pytest.raises(ValueError, match="every checkpoint .* is damaged"):  # its checksums miss the file
+        run(out, base, shapes_dir, 2, resume=True)
+    os.remove(checkpoint / "checksums.json")  # as an older checkpoint, written before checksums and safe EMA
     with pytest.raises(FileNotFoundError, match="holds no ema.safetensors"):
         run(out, base, shapes_dir, 2, resume=True)
+
+
+def test_resume_skips_damaged_checkpoints(tmp_path, base, shapes_dir, caplog):
+    """Checkpoint 3 truncated and checkpoint 2 altered by one bit: `latest` takes checkpoint 1 with a warning
+    naming each damaged one, and the run ends exactly where an uninterrupted one does."""
+    from easyanimate.training.checkpoint import resolve_resume
+
+    straight = tmp_path / "straight"
+    run(straight, base, shapes_dir, 4)
+    split = tmp_path / "split"
+    run(split, base, shapes_dir, 3)
+    root = split / "checkpoints"
+    assert "checksums.json" in os.listdir(root / "checkpoint-00000003")
+    truncated = root / "checkpoint-00000003" / "model.safetensors"
+    with open(truncated, "r+b") as fh:
+        fh.truncate(os.path.getsize(truncated) - 10)
+    flipped = root / "checkpoint-00000002" / "optimizer.bin"
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="checkpoint-00000002 is damaged: optimizer.bin differs"):
+        resolve_resume(str(split), str(root / "checkpoint-00000002"))
+    with caplog.at_level("WARNING"):
+        result = run(split, base, shapes_dir, 4, resume=True)
+    assert result["start_step"] == 1
+    warned = caplog.text
+    assert (
+        "checkpoint-00000003: model.safetensors has" in warned
+        and "checkpoint-00000002: optimizer.bin" in warned
+    )
+    final = "pipeline/transformer/diffusion_pytorch_model.safetensors"
+    a, b = load_file(str(straight / final)), load_file(str(split / final))
+    assert all(torch.equal(a[k], b[k]) for k in a)

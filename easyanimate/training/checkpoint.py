@@ -3,12 +3,16 @@
 Layout: `<output_dir>/checkpoints/checkpoint-<step>/` holding accelerate's state (models, optimizers,
 schedulers, RNG states, registered objects), `trainer_state.json`, and what the trainer adds for inference
 (the DiT trainer: `transformer/` or `lora.safetensors`). A checkpoint is written to a
-`.tmp` folder and renamed into place only when complete; only the last `keep` are kept.
+`.tmp` folder and renamed into place only when complete; only the last `keep` are kept. `checksums.json` records
+every file's size and SHA-256: resuming verifies them, and `latest` skips a damaged checkpoint (truncated,
+missing or altered files) with a warning naming it, taking the newest intact one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -17,7 +21,10 @@ from typing import Any
 
 from accelerate import Accelerator
 
+logger = logging.getLogger(__name__)
+
 STATE_FILE = "trainer_state.json"
+CHECKSUMS = "checksums.json"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -39,15 +46,74 @@ def list_checkpoints(output_dir: str) -> list[str]:
     return [p for _, p in sorted(found)]
 
 
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _files(folder: str) -> list[str]:
+    return sorted(
+        os.path.relpath(os.path.join(root, name), folder)
+        for root, _, names in os.walk(folder)
+        for name in names
+        if name != CHECKSUMS
+    )
+
+
+def write_checksums(folder: str) -> None:
+    sums = {rel: {"bytes": os.path.getsize(os.path.join(folder, rel)), "sha256": _sha256(os.path.join(folder, rel))}
+            for rel in _files(folder)}  # fmt: skip
+    with open(os.path.join(folder, CHECKSUMS), "w") as fh:
+        json.dump(sums, fh, indent=1)
+
+
+def damage(folder: str) -> str | None:
+    """What is wrong with a checkpoint (a missing, truncated or altered file), or None when it is intact.
+    Checkpoints written before checksums existed are taken as they are."""
+    path = os.path.join(folder, CHECKSUMS)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as fh:
+            sums = json.load(fh)
+    except (OSError, ValueError):
+        return f"{CHECKSUMS} is unreadable"
+    for rel, expected in sums.items():
+        file = os.path.join(folder, rel)
+        if not os.path.isfile(file):
+            return f"{rel} is missing"
+        if os.path.getsize(file) != expected["bytes"]:
+            return f"{rel} has {os.path.getsize(file)} bytes, {expected['bytes']} were written"
+        if _sha256(file) != expected["sha256"]:
+            return f"{rel} differs from what was written (checksum)"
+    return None
+
+
 def resolve_resume(output_dir: str, resume: str | None) -> str | None:
-    """`"latest"` -> newest complete checkpoint (or None for a fresh run); a path -> that path."""
+    """`"latest"` -> the newest intact checkpoint (damaged ones are skipped with a warning; None for a fresh
+    run); a path -> that path, refused when damaged."""
     if not resume:
         return None
     if resume == "latest":
         found = list_checkpoints(output_dir)
-        return found[-1] if found else None
+        for path in reversed(found):
+            problem = damage(path)
+            if problem is None:
+                return path
+            logger.warning("skipping damaged checkpoint %s: %s", path, problem)
+        if found:
+            raise ValueError(
+                f"every checkpoint in {checkpoint_dir(output_dir)} is damaged; nothing to resume from"
+            )
+        return None
     if not os.path.isfile(os.path.join(resume, STATE_FILE)):
         raise FileNotFoundError(f"{resume} is not a complete checkpoint (no {STATE_FILE})")
+    problem = damage(resume)
+    if problem:
+        raise ValueError(f"checkpoint {resume} is damaged: {problem}")
     return resume
 
 
@@ -75,6 +141,7 @@ def save_checkpoint(
     if accelerator.is_main_process:
         with open(os.path.join(tmp, STATE_FILE), "w") as fh:
             json.dump({"step": step, **state}, fh, indent=2)
+        write_checksums(tmp)
         if os.path.isdir(final):
             shutil.rmtree(final)
         os.replace(tmp, final)
