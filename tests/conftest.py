@@ -110,6 +110,18 @@ def make_pipeline(path, inpaint=False, sampler="Euler", prediction_type="epsilon
     return str(path)
 
 
+@pytest.fixture(scope="session")
+def t2v_dir(tmp_path_factory) -> str:
+    """A tiny text-to-video pipeline folder (read-only for the tests that share it)."""
+    return make_pipeline(tmp_path_factory.mktemp("t2v"))
+
+
+@pytest.fixture(scope="session")
+def inp_dir(tmp_path_factory) -> str:
+    """A tiny inpaint (image-to-video) pipeline folder (read-only for the tests that share it)."""
+    return make_pipeline(tmp_path_factory.mktemp("inp"), inpaint=True)
+
+
 def tiny_run(output_dir, pipeline: str, shapes_dir: str) -> dict:
     """The settings every tiny DiT training run in the tests shares (32 px, 9 frames, batches of 2)."""
     return {

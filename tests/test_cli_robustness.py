@@ -29,9 +29,9 @@ BASE = ["--prompt", "a red circle", "--num-frames", "5", "--height", "32", "--wi
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--guidance-scale", "inf"], "'inf' is not a finite number"),
-        (["--guidance-scale", "nan"], "'nan' is not a finite number"),
-        (["--lora-weight", "nan"], "'nan' is not a finite number"),
+        (["--guidance-scale", "inf"], "inf is not a finite number"),
+        (["--guidance-scale", "nan"], "nan is not a finite number"),
+        (["--lora-weight", "nan"], "nan is not a finite number"),
         (["--height", "0"], "0 is not a positive integer"),
         (["--fps", "0"], "0 is not a positive integer"),
         (["--steps", "-3"], "-3 is not a positive integer"),

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from accelerate import cpu_offload
-from conftest import make_pipeline
 
 from easyanimate.data.video_io import write_video
 from easyanimate.models import build_vae
@@ -18,16 +17,6 @@ from easyanimate.pipeline.loading import load_pipeline
 from easyanimate.pipeline.memory import MEMORY_MODES, apply_memory_mode, estimate_peak_memory
 
 PROMPT = "a red circle moving left on a gray background"
-
-
-@pytest.fixture(scope="module")
-def t2v_dir(tmp_path_factory) -> str:
-    return make_pipeline(tmp_path_factory.mktemp("t2v"))
-
-
-@pytest.fixture(scope="module")
-def inp_dir(tmp_path_factory) -> str:
-    return make_pipeline(tmp_path_factory.mktemp("inp"), inpaint=True)
 
 
 @pytest.fixture(scope="module")

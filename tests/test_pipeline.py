@@ -30,16 +30,6 @@ from easyanimate.pipeline.long_video import crossfade, generate_long_video, segm
 PROMPT = "a red circle moving left on a gray background"
 
 
-@pytest.fixture(scope="module")
-def t2v_dir(tmp_path_factory) -> str:
-    return make_pipeline(tmp_path_factory.mktemp("t2v"))
-
-
-@pytest.fixture(scope="module")
-def inp_dir(tmp_path_factory) -> str:
-    return make_pipeline(tmp_path_factory.mktemp("inp"), inpaint=True)
-
-
 @pytest.fixture()
 def pipe(t2v_dir) -> EasyAnimatePipeline:
     p = EasyAnimatePipeline.from_pretrained(t2v_dir)

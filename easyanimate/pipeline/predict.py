@@ -20,26 +20,25 @@ from .memory import MEMORY_MODES, STORAGE_DTYPES
 DEMO_MODEL = "models/Diffusion_Transformer/EasyAnimate-demo"
 
 
-def finite_float(text: str) -> float:
-    """A float flag that is a real number (nan / inf gave black videos)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return value
+def _number_flag(cast: type, ok, rule: str):
+    """An argparse type: `cast` the text, then require `ok(value)` (one-line errors naming the value)."""
+
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'a number' if cast is float else 'an integer'}"
+            ) from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{text} is not {rule}")
+        return value
+
+    return parse
 
 
-def positive_int(text: str) -> int:
-    """An int flag that must be >= 1 (0 silently meant the default, or 24 fps)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
-    return value
+finite_float = _number_flag(float, math.isfinite, "a finite number")  # nan / inf gave black videos
+positive_int = _number_flag(int, lambda v: v >= 1, "a positive integer")  # 0 meant the default, or 24 fps
 
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
