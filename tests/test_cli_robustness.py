@@ -127,3 +127,17 @@ def test_broken_inputs_end_in_one_line(tmp_path, model):
         ]
         assert len(lines) == 1, res.stderr[-2000:]
     assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
+
+
+def test_strength_times_steps_below_one_is_refused(tmp_path, model):
+    frames = (np.random.default_rng(0).random((5, 32, 32, 3)) * 255).astype(np.uint8)
+    from easyanimate.data.video_io import write_video
+
+    clip = write_video(str(tmp_path / "in.mp4"), frames)
+    res = run_python(
+        "predict_i2v.py", "--model", model, *BASE, "--video", clip, "--strength", "0.2",
+        "--output-dir", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert (
+        res.returncode == 2 and "leaves no denoising step" in res.stderr and "Traceback" not in res.stderr
+    ), res.stderr[-2000:]

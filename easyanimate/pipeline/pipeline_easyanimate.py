@@ -204,6 +204,11 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
             raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale}")
         if not 0 < strength <= 1:
             raise ValueError(f"strength must be in (0, 1], got {strength}")
+        if strength < 1 and int(steps * strength) < 1:  # video-to-video runs int(steps x strength) steps
+            raise ValueError(
+                f"strength {strength} x num_inference_steps {steps} leaves no denoising step: raise either "
+                f"(at least {int(np.ceil(1 / strength))} steps at this strength)"
+            )
 
     # ----------------------------------------------------------------------------------------------- sampling
 
