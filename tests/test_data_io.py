@@ -75,15 +75,26 @@ def test_metrics():
 
 
 def test_synthetic_is_deterministic_and_decord_reads_it(tmp_path, shapes_dir):
-    from easyanimate.data.synthetic import generate
+    """The generator draws the same scenes and frames for a seed. The mp4 bytes are not always reproducible
+    (x264 under load; issue #22 item 9): decoded clips are compared within a few levels."""
+    from easyanimate.data.synthetic import generate, random_scene, render
     from easyanimate.data.video_io import _read_decord
 
     generate(str(tmp_path / "again"), num_videos=8, num_images=4, size=32, frames=9, seed=0)
     assert json.load(open(tmp_path / "again" / "metadata.json")) == json.load(
         open(os.path.join(shapes_dir, "metadata.json"))
     )
+    clips = []
+    for _ in range(2):
+        rng = np.random.default_rng(0)
+        clips.append(render(random_scene(rng), 32, 9, rng))
+    assert np.array_equal(*clips)
     first = os.path.join(shapes_dir, "videos", "00000.mp4")
-    assert np.array_equal(read_frames(first), read_frames(str(tmp_path / "again" / "videos" / "00000.mp4")))
+    a, b = (
+        read_frames(first).astype(int),
+        read_frames(str(tmp_path / "again" / "videos" / "00000.mp4")).astype(int),
+    )
+    assert a.shape == b.shape and np.abs(a - b).mean() < 1.0 and np.abs(a - b).max() <= 24
     decoded = _read_decord(first, None)  # decord (when it decodes a stream) matches PyAV exactly
     assert decoded is not None and np.array_equal(decoded, read_frames(first))
     assert np.array_equal(read_frames(first, backend="decord"), read_frames(first))
