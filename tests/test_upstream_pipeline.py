@@ -99,3 +99,21 @@ def test_v1_quick_start_runs_and_decodes_frame_by_frame(tmp_path):
     res = run_python("predict_t2v.py", "--model", pixart, "--motion-module", mm, "--prompt", "x",
                      "--output-dir", str(out))  # fmt: skip
     assert res.returncode != 0 and "does not record its layout" in res.stderr
+
+
+def test_upstream_v3_vae_folders_are_refused_not_misloaded(tmp_path):
+    """Upstream's V2 / V3 VAE (its own MagViT) would load into SliceVAE minus its mid-block attention and
+    decode something else: refused by name. A folder that is not there is not looked up on the Hub."""
+    import pytest
+
+    from easyanimate.models import SliceVAE
+
+    folder = tmp_path / "vae_v3"
+    folder.mkdir()
+    config = {"_class_name": "AutoencoderKLMagvit", "ch": 16, "ch_mult": [1, 2, 2, 2],
+              "mid_block_use_attention": True, "slice_compression_vae": True}  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="upstream EasyAnimate's V2 / V3 VAE .config has ch_mult"):
+        SliceVAE.from_pretrained(str(folder))
+    with pytest.raises(FileNotFoundError, match="no VAE config.json in .*no-such-pipeline/vae"):
+        SliceVAE.from_pretrained(str(tmp_path / "no-such-pipeline" / "vae"))

@@ -14,7 +14,9 @@ temporal slice to the next); this class owns the slicing policy and its guarante
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from typing import Any
 
 import torch
@@ -191,6 +193,30 @@ class SliceVAE(AutoencoderKLMagvit):
         for m, c in zip(mods, new):
             m.prev_features = c
         return out
+
+    # keys only upstream EasyAnimate's own V2 / V3 MagViT config has: its mid-block attention, GroupNorm over
+    # each call and slicing differ from this class, which would drop those weights and decode something else
+    UPSTREAM_VAE_KEYS = ("ch_mult", "mid_block_use_attention", "slice_compression_vae", "mini_batch_encoder")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """A SliceVAE / AutoencoderKLMagvit folder (local: nothing is downloaded). Upstream EasyAnimate's V2 / V3
+        VAE folders are refused by name: this class would load them wrongly."""
+        folder = str(pretrained_model_name_or_path)
+        if kwargs.get("subfolder"):
+            folder = os.path.join(folder, kwargs["subfolder"])
+        config_path = os.path.join(folder, "config.json")
+        if not os.path.isfile(config_path):
+            raise FileNotFoundError(f"no VAE config.json in {folder} (a local VAE folder is expected)")
+        with open(config_path) as fh:
+            config = json.load(fh)
+        upstream = [k for k in cls.UPSTREAM_VAE_KEYS if k in config]
+        if upstream:
+            raise ValueError(
+                f"{folder} is upstream EasyAnimate's V2 / V3 VAE (config has {', '.join(upstream)}): its own "
+                "MagViT, not supported yet; loading it as a SliceVAE would drop its mid-block attention"
+            )
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def latent_frames(self, num_frames: int) -> int:
         """Latent frames for `num_frames` video frames; clear error for counts off the 1 + 4k rule."""
