@@ -342,6 +342,17 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
         batch = prompt_embeds.shape[0]
         self.maybe_free_model_hooks_for("text_encoder")
 
+        def guided_text() -> tuple[torch.Tensor, torch.Tensor]:
+            """What the transformer reads: with guidance, the unconditional half first."""
+            if not do_cfg:
+                return prompt_embeds, prompt_attention_mask
+            return (
+                torch.cat([negative_prompt_embeds, prompt_embeds]),
+                torch.cat([negative_prompt_attention_mask, prompt_attention_mask]),
+            )
+
+        text, text_mask = guided_text()  # built once; again only when a callback replaces the embeddings
+
         # conditioning for inpaint models: known frames + mask (everything to generate when none is given)
         condition = None
         if self.is_inpaint_model:
@@ -387,10 +398,6 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
                 if known_latents is not None:  # re-impose the known head, noised to this step
                     k = known_latents.shape[2]
                     latents[:, :, :k] = self._noise_to(known_latents, known_noise, t)
-                text, text_mask = prompt_embeds, prompt_attention_mask
-                if do_cfg:  # unconditional half first
-                    text = torch.cat([negative_prompt_embeds, prompt_embeds])
-                    text_mask = torch.cat([negative_prompt_attention_mask, prompt_attention_mask])
                 pred = self._predict(latents, t, text, text_mask, condition, guidance_scale)
                 latents = self.scheduler.step(pred, t, latents, return_dict=False, **step_kwargs)[0]
                 if callback_on_step_end is not None:
@@ -398,8 +405,12 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
                     values["negative_prompt_embeds"] = negative_prompt_embeds
                     returned = callback_on_step_end(self, i, t, {k: values[k] for k in callback_inputs}) or {}
                     latents = returned.pop("latents", latents)
-                    prompt_embeds = returned.pop("prompt_embeds", prompt_embeds)
-                    negative_prompt_embeds = returned.pop("negative_prompt_embeds", negative_prompt_embeds)
+                    if "prompt_embeds" in returned or "negative_prompt_embeds" in returned:
+                        prompt_embeds = returned.pop("prompt_embeds", prompt_embeds)
+                        negative_prompt_embeds = returned.pop(
+                            "negative_prompt_embeds", negative_prompt_embeds
+                        )
+                        text, text_mask = guided_text()
                 bar.update()
         if known_latents is not None:
             latents[:, :, : known_latents.shape[2]] = known_latents
