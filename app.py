@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from easyanimate.pipeline.memory import MEMORY_MODES, STORAGE_DTYPES
+from easyanimate.pipeline.predict import add_device_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,19 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="initial frame count (default: 17 or the nearest valid)",
     )
     p.add_argument("--max-upload-mb", type=int, default=50)
-    p.add_argument(
-        "--gpu-memory-mode",
-        default="none",
-        choices=list(MEMORY_MODES),
-        help="trade speed for GPU memory (as predict_t2v.py --gpu-memory-mode)",
-    )
-    p.add_argument(
-        "--storage-dtype",
-        default=None,
-        choices=list(STORAGE_DTYPES),
-        help="store the transformer's weights in this dtype (as predict_t2v.py --storage-dtype)",
-    )
-    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu ... (default: cuda when available)")
+    add_device_arguments(p)  # --gpu-memory-mode, --storage-dtype, --device as in predict_t2v.py
     return p
 
 

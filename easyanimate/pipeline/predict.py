@@ -41,6 +41,29 @@ finite_float = _number_flag(float, math.isfinite, "a finite number")  # nan / in
 positive_int = _number_flag(int, lambda v: v >= 1, "a positive integer")  # 0 meant the default, or 24 fps
 
 
+def add_device_arguments(p: argparse.ArgumentParser) -> None:
+    """Where and how models sit in memory: the CLIs' and the web UI's shared flags."""
+    p.add_argument(
+        "--gpu-memory-mode",
+        default="none",
+        choices=list(MEMORY_MODES),
+        help="trade speed for GPU memory: model_cpu_offload (one model on the GPU at a time), "
+        "model_cpu_offload_and_qfloat8 (and the transformer stored in fp8), qfloat8 (fp8 storage only), "
+        "group_offload (a block at a time), sequential_cpu_offload (a layer at a time: least memory, slowest)",
+    )
+    p.add_argument(
+        "--storage-dtype",
+        default=None,
+        choices=list(STORAGE_DTYPES),
+        help="store the transformer's weights in this dtype, cast per layer as it runs (any memory mode)",
+    )
+    p.add_argument(
+        "--device",
+        default=None,
+        help="where to generate: cuda, cuda:1, cpu, mps ... (default: cuda when available, else cpu)",
+    )
+
+
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEMO_MODEL, help="diffusers-style pipeline folder")
     p.add_argument("--prompt", required=True, help="what the video shows")
@@ -88,25 +111,7 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="a bare transformer state dict over the model's weights (e.g. easyanimate_portrait.safetensors)",
     )
-    p.add_argument(
-        "--gpu-memory-mode",
-        default="none",
-        choices=list(MEMORY_MODES),
-        help="trade speed for GPU memory: model_cpu_offload (one model on the GPU at a time), "
-        "model_cpu_offload_and_qfloat8 (and the transformer stored in fp8), qfloat8 (fp8 storage only), "
-        "group_offload (a block at a time), sequential_cpu_offload (a layer at a time: least memory, slowest)",
-    )
-    p.add_argument(
-        "--storage-dtype",
-        default=None,
-        choices=list(STORAGE_DTYPES),
-        help="store the transformer's weights in this dtype, cast per layer as it runs (any memory mode)",
-    )
-    p.add_argument(
-        "--device",
-        default=None,
-        help="where to generate: cuda, cuda:1, cpu, mps ... (default: cuda when available, else cpu)",
-    )
+    add_device_arguments(p)
     p.add_argument("--output-dir", default="samples/easyanimate-videos", help="where mp4 + sidecar JSON go")
     p.add_argument("--gif", action="store_true", help="also write a GIF")
 
