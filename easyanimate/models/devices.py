@@ -24,11 +24,3 @@ def execution_device(module: nn.Module) -> torch.device:
     except (ImportError, ValueError):
         pass
     return next(module.parameters()).device
-
-
-def compute_dtype(module: nn.Module) -> torch.dtype:
-    """The dtype `module` computes in: diffusers' layerwise-casting compute dtype when its weights are stored in
-    another (fp8 storage), else its floating-point weights' dtype."""
-    if hasattr(module, "dtype"):  # diffusers ModelMixin and transformers models (layerwise casting aware)
-        return module.dtype
-    return next(p.dtype for p in module.parameters() if p.is_floating_point())

@@ -37,17 +37,15 @@ class EasyAnimateLoraLoaderMixin(CogVideoXLoraLoaderMixin):
             state = dict(source)
         else:
             state, metadata = super().lora_state_dict(source, **{**kwargs, "return_lora_metadata": True})
+        what = "the state dict" if isinstance(source, dict) else source
         if is_kohya_lora(state):
             raise ValueError(
-                f"{source if not isinstance(source, dict) else 'the state dict'} is a kohya-style LoRA (upstream "
+                f"{what} is a kohya-style LoRA (upstream "
                 "EasyAnimate's): load it with easyanimate.pipeline.adapters.load_lora(pipe, path, weight), which "
                 "merges it as upstream does"
             )
         if not state or not any(_is_lora_key(k) for k in state):
-            raise ValueError(
-                f"{source if not isinstance(source, dict) else 'the state dict'} holds no LoRA "
-                "weights (no lora_A / lora_B keys)"
-            )
+            raise ValueError(f"{what} holds no LoRA weights (no lora_A / lora_B keys)")
         state = {k if k.startswith("transformer.") else f"transformer.{k}": v for k, v in state.items()}
         return (state, metadata) if return_metadata else state
 

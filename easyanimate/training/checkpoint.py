@@ -85,8 +85,9 @@ def damage(folder: str) -> str | None:
         file = os.path.join(folder, rel)
         if not os.path.isfile(file):
             return f"{rel} is missing"
-        if os.path.getsize(file) != expected["bytes"]:
-            return f"{rel} has {os.path.getsize(file)} bytes, {expected['bytes']} were written"
+        size = os.path.getsize(file)
+        if size != expected["bytes"]:
+            return f"{rel} has {size} bytes, {expected['bytes']} were written"
         if _sha256(file) != expected["sha256"]:
             return f"{rel} differs from what was written (checksum)"
     return None

@@ -14,8 +14,8 @@ from typing import Any
 from ..config import check_bounds
 from ..data.formats import FORMATS
 from ..data.masks import MaskConfig
-from ..diffusion.objectives import OBJECTIVES
-from .scaffold import REPORT_TO
+from ..diffusion.objectives import OBJECTIVES, Objective
+from .scaffold import OPTIMIZATION_BOUNDS, REPORT_TO
 from .strategies import MODES
 
 
@@ -53,10 +53,8 @@ class ObjectiveConfig:
             raise ValueError(f"objective.kind must be one of {OBJECTIVES}, got {self.kind!r}")
         check_bounds(self, snr_gamma=(0.0, None), flow_shift=(0.0, None))
 
-    def build(self):
+    def build(self) -> Objective:
         """The `Objective` these settings describe."""
-        from ..diffusion.objectives import Objective
-
         return Objective(self.kind, self.zero_terminal_snr, self.snr_gamma, self.flow_shift)
 
 
@@ -117,16 +115,7 @@ class OptimizationConfig:
             raise ValueError(
                 f"optimization.mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}"
             )
-        check_bounds(
-            self,
-            max_steps=(1, None),
-            learning_rate=(0.0, None),
-            lr_warmup_steps=(0, None),
-            weight_decay=(0.0, None),
-            max_grad_norm=(0.0, None),
-            gradient_accumulation_steps=(1, None),
-            ema_decay=(0.0, 1.0),
-        )
+        check_bounds(self, **OPTIMIZATION_BOUNDS, lr_warmup_steps=(0, None), ema_decay=(0.0, 1.0))
 
 
 @dataclass

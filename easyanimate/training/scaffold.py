@@ -35,6 +35,14 @@ logger = logging.getLogger(__name__)
 
 
 REPORT_TO = ("tensorboard", "wandb", "none")
+# the ranges of the settings every trainer has (DiT and VAE run configs), checked when a config loads
+OPTIMIZATION_BOUNDS = dict(
+    max_steps=(1, None),
+    learning_rate=(0.0, None),
+    weight_decay=(0.0, None),
+    max_grad_norm=(0.0, None),
+    gradient_accumulation_steps=(1, None),
+)
 
 
 def hparams(config: Any) -> dict[str, Any]:

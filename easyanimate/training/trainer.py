@@ -63,10 +63,6 @@ def make_optimizer(params, cfg: TrainConfig):
     return torch.optim.AdamW(params, lr=opt.learning_rate, weight_decay=opt.weight_decay)
 
 
-def make_objective(cfg: TrainConfig) -> Objective:
-    return cfg.objective.build()
-
-
 class TextFeatures:
     """Caption features for a batch: from the trainable encoder (prepared, with grad), or the frozen one with
     the last `cache_size` captions' features kept in CPU memory (0: no cache)."""
@@ -189,7 +185,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         text_encoder.model.requires_grad_(True)
         params += list(text_encoder.model.parameters())
     logger.info("training %d tensors (%.2fM parameters)", len(params), sum(p.numel() for p in params) / 1e6)
-    objective = make_objective(cfg)
+    objective = cfg.objective.build()
     optimizer = make_optimizer(params, cfg)
     lr_scheduler = get_lr_scheduler(
         opt.lr_scheduler, optimizer, num_warmup_steps=opt.lr_warmup_steps, num_training_steps=opt.max_steps
@@ -204,9 +200,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     ema = None
     if opt.ema_decay is not None:
         ema = EMAModel([p.detach().float() for p in params], decay=opt.ema_decay)  # fp32 shadow weights
-        ema.to(
-            device
-        )  # saved by us as safetensors + JSON (accelerate would pickle it: code could run on load)
+        # saved by us as safetensors + JSON (accelerate would pickle it: code could run on load)
+        ema.to(device)
 
     # data: one shape per batch, disjoint shares per process, position saved with checkpoints
     records, sampler = build_data(cfg, strategy.data, shape, accelerator.num_processes, rank)

@@ -7,7 +7,7 @@ from typing import Any
 
 from ...config import check_bounds
 from ...models.slice_vae import preset_shape_rule
-from ..scaffold import REPORT_TO
+from ..scaffold import OPTIMIZATION_BOUNDS, REPORT_TO
 
 
 @dataclass
@@ -69,11 +69,7 @@ class VAETrainConfig:
             raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
         check_bounds(
             self,
-            max_steps=(1, None),
-            learning_rate=(0.0, None),
-            weight_decay=(0.0, None),
-            max_grad_norm=(0.0, None),
-            gradient_accumulation_steps=(1, None),
+            **OPTIMIZATION_BOUNDS,
             encode_slice_frames=(1, None),
             decode_slice_latents=(1, None),
             checkpointing_steps=(0, None),
