@@ -13,10 +13,13 @@ from typing import Any
 
 import torch
 
+from .frame_vae import FrameVAE
 from .presets import TRANSFORMER_PRESETS, build_transformer
 from .shape_rule import ShapeRule
 from .slice_vae import VAE_PRESETS, SliceVAE, build_vae, config_shape_rule
 from .transformer3d import VideoTransformer3DModel
+from .upstream_vae import UpstreamMagvitVAE, is_upstream_vae_config
+from .upstream_vae import config_shape_rule as upstream_shape_rule
 
 PIXART_CLASSES = ("PixArtTransformer2DModel", "Transformer2DModel")
 
@@ -44,9 +47,34 @@ def load_transformer(
     return model
 
 
-def load_vae(model: str, options: dict[str, Any] | None = None) -> SliceVAE:
-    """A preset name (fresh weights, `options` overriding the preset) or a folder (SliceVAE /
-    AutoencoderKLMagvit, or a pipeline with vae/)."""
+def read_vae_config(folder: str) -> dict[str, Any]:
+    with open(os.path.join(folder, "config.json")) as fh:
+        return json.load(fh)
+
+
+def vae_class(config: dict[str, Any]) -> type:
+    """The class a VAE folder's config asks for: upstream EasyAnimate's V2 / V3 MagViT (its own keys), v1's
+    per-frame 2D `AutoencoderKL` (PixArt's `vae/`), else our SliceVAE (diffusers `AutoencoderKLMagvit`)."""
+    if is_upstream_vae_config(config):
+        return UpstreamMagvitVAE
+    if config.get("_class_name") == "AutoencoderKL":
+        return FrameVAE
+    return SliceVAE
+
+
+def vae_shape_rule(config: dict[str, Any]) -> ShapeRule:
+    """The frame / size rule of a VAE config, without building the VAE."""
+    cls = vae_class(config)
+    if cls is UpstreamMagvitVAE:
+        return upstream_shape_rule(config)
+    if cls is FrameVAE:
+        return ShapeRule(1, 2 ** (len(config.get("block_out_channels", (0,) * 4)) - 1))
+    return config_shape_rule(config)
+
+
+def load_vae(model: str, options: dict[str, Any] | None = None):
+    """A preset name (fresh SliceVAE, `options` overriding the preset) or a folder (or a pipeline with vae/):
+    the class its config asks for (`vae_class`)."""
     if model in VAE_PRESETS:
         return build_vae(model, **(options or {}))
     if options:
@@ -56,7 +84,7 @@ def load_vae(model: str, options: dict[str, Any] | None = None) -> SliceVAE:
         raise FileNotFoundError(
             f"model {model!r} is neither a VAE preset {sorted(VAE_PRESETS)} nor a VAE folder"
         )
-    return SliceVAE.from_pretrained(folder)
+    return vae_class(read_vae_config(folder)).from_pretrained(folder)
 
 
 def transformer_patch_size(source: str, **options: Any) -> int:
@@ -73,14 +101,12 @@ def transformer_patch_size(source: str, **options: Any) -> int:
 def pipeline_shape_rule(folder: str) -> ShapeRule:
     """The frame / size rule of a pipeline folder (its VAE's ratios x its transformer's patch), read from the
     configs alone: the web UI checks a request before it loads any weights."""
-    with open(os.path.join(folder, "vae", "config.json")) as fh:
-        vae = config_shape_rule(json.load(fh))
+    vae = vae_shape_rule(read_vae_config(os.path.join(folder, "vae")))
     return vae.with_patch(transformer_patch_size(os.path.join(folder, "transformer")))
 
 
 def pipeline_default_size(folder: str) -> int:
     """The side a pipeline folder's transformer was built for, in pixels (its sample size x the VAE's ratio)."""
-    with open(os.path.join(folder, "vae", "config.json")) as fh:
-        vae = config_shape_rule(json.load(fh))
+    vae = vae_shape_rule(read_vae_config(os.path.join(folder, "vae")))
     with open(os.path.join(folder, "transformer", "config.json")) as fh:
         return int(json.load(fh)["sample_size"]) * vae.size_multiple

@@ -1,9 +1,10 @@
-"""The frame and size rule a model sets: the one source of `1 + rk` frames and multiples of `s` pixels.
+"""The frame and size rule a model sets: the one source of valid frame counts and multiples of `s` pixels.
 
-The causal VAE encodes the first frame alone and then groups of `r` frames (its temporal ratio), so a video
-has `1 + rk` frames; height and width are multiples of its spatial ratio, times the transformer's patch size
-when a DiT denoises the latents. EasyAnimate's VAE: 1 + 4k frames, multiples of 16 with patch 2; the demo VAE:
-1 + 2k, multiples of 8. Every check and help text reads this rule from the model instead of assuming numbers.
+Our causal VAE encodes the first frame alone and then groups of `r` frames (its temporal ratio), so a video
+has `1 + rk` frames. Upstream EasyAnimate's V2 VAE encodes independent 9-frame chunks (1 or 9k frames) and its
+V3 VAE independent 8-frame slices after a lone first frame (8k or 1 + 8k); v1's per-frame VAE takes any count.
+Height and width are multiples of the spatial ratio, times the transformer's patch size when a DiT denoises the
+latents. Every check and help text reads this rule from the model instead of assuming numbers.
 """
 
 from __future__ import annotations
@@ -20,37 +21,68 @@ def nearest_valid_frames(num_frames: int, ratio: int = 4) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class ShapeRule:
-    temporal_ratio: int = 4  # frames are 1 + temporal_ratio * k
+    temporal_ratio: int = 4  # video frames per latent frame (after a lone first frame)
     size_multiple: int = 16  # height and width are multiples of this
+    # 0: frames are 1 + temporal_ratio * k (a causal VAE). Otherwise frames come in independent blocks of this
+    # many (1 frame alone is an image), and `lone_first` allows one extra leading frame (1 + block * k).
+    frame_block: int = 0
+    lone_first: bool = False
 
     @classmethod
     def of(cls, vae, transformer=None) -> ShapeRule:
         """The rule of a VAE (and the transformer on its latents: its patch size multiplies the size rule)."""
-        rule = cls(vae.temporal_compression_ratio, vae.spatial_compression_ratio)
+        rule = getattr(vae, "frame_rule", None) or cls(
+            vae.temporal_compression_ratio, vae.spatial_compression_ratio
+        )
         return rule.with_patch(transformer.config.patch_size) if transformer is not None else rule
 
     def with_patch(self, patch_size: int) -> ShapeRule:
         """This VAE rule for a transformer that patchifies its latents by `patch_size`."""
-        return ShapeRule(self.temporal_ratio, self.size_multiple * patch_size)
+        return ShapeRule(
+            self.temporal_ratio, self.size_multiple * patch_size, self.frame_block, self.lone_first
+        )
 
     @property
     def frames_text(self) -> str:
         """`1 + 4k (1, 5, 9, ...)` for the help texts and errors."""
-        r = self.temporal_ratio
-        return f"1 + {r}k ({', '.join(str(1 + r * k) for k in range(3))}, ...)"
+        examples = [
+            f for f in range(1, 4 * max(self.frame_block, self.temporal_ratio) + 2) if self.frames_ok(f)
+        ]
+        b = self.frame_block
+        if not b:
+            form = f"1 + {self.temporal_ratio}k"
+        elif self.lone_first:
+            form = f"{b}k or 1 + {b}k"
+        else:
+            form = f"1 or {b}k"
+        return f"{form} ({', '.join(str(f) for f in examples[:4])}, ...)"
 
     def frames_ok(self, num_frames: int) -> bool:
-        return num_frames >= 1 and (num_frames - 1) % self.temporal_ratio == 0
+        if num_frames < 1:
+            return False
+        b = self.frame_block
+        if not b:
+            return (num_frames - 1) % self.temporal_ratio == 0
+        return num_frames == 1 or num_frames % b == 0 or (self.lone_first and (num_frames - 1) % b == 0)
+
+    def nearest(self, num_frames: int) -> tuple[int, int]:
+        """The valid counts just below (at least 1) and above `num_frames`."""
+        below = max(num_frames, 1)
+        while below > 1 and not self.frames_ok(below):
+            below -= 1
+        above = max(num_frames, 1)
+        while not self.frames_ok(above):
+            above += 1
+        return below, above
 
     def size_ok(self, value: int) -> bool:
         return value > 0 and value % self.size_multiple == 0
 
     def check_frames(self, num_frames: int, name: str = "num_frames") -> None:
         if not self.frames_ok(num_frames):
-            below, above = nearest_valid_frames(num_frames, self.temporal_ratio)
-            raise ValueError(
-                f"{name} must be 1 + {self.temporal_ratio}k, got {num_frames} (nearest: {below} or {above})"
-            )
+            below, above = self.nearest(num_frames)
+            form = self.frames_text.split(" (")[0]
+            raise ValueError(f"{name} must be {form}, got {num_frames} (nearest: {below} or {above})")
 
     def check_size(self, height: int, width: int) -> None:
         if not (self.size_ok(height) and self.size_ok(width)):
@@ -59,4 +91,7 @@ class ShapeRule:
             )
 
     def latent_frames(self, num_frames: int) -> int:
-        return 1 + (num_frames - 1) // self.temporal_ratio
+        if not self.frame_block:
+            return 1 + (num_frames - 1) // self.temporal_ratio
+        head = 1 if num_frames == 1 else num_frames % self.frame_block
+        return head + (num_frames - head) // self.temporal_ratio

@@ -30,6 +30,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from .devices import execution_device
 from .shape_rule import ShapeRule, nearest_valid_frames
+from .upstream_vae import UPSTREAM_VAE_KEYS
 
 DEFAULT_DECODE_SLICE_LATENTS = 2  # latent frames per decoder call (the memory estimator assumes it too)
 
@@ -194,14 +195,11 @@ class SliceVAE(AutoencoderKLMagvit):
             m.prev_features = c
         return out
 
-    # keys only upstream EasyAnimate's own V2 / V3 MagViT config has: its mid-block attention, GroupNorm over
-    # each call and slicing differ from this class, which would drop those weights and decode something else
-    UPSTREAM_VAE_KEYS = ("ch_mult", "mid_block_use_attention", "slice_compression_vae", "mini_batch_encoder")
-
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """A SliceVAE / AutoencoderKLMagvit folder (local: nothing is downloaded). Upstream EasyAnimate's V2 / V3
-        VAE folders are refused by name: this class would load them wrongly."""
+        VAE folders are refused by name: this class would drop their mid-block attention and decode something
+        else (`load_vae` loads them as `UpstreamMagvitVAE`)."""
         folder = str(pretrained_model_name_or_path)
         if kwargs.get("subfolder"):
             folder = os.path.join(folder, kwargs["subfolder"])
@@ -210,11 +208,11 @@ class SliceVAE(AutoencoderKLMagvit):
             raise FileNotFoundError(f"no VAE config.json in {folder} (a local VAE folder is expected)")
         with open(config_path) as fh:
             config = json.load(fh)
-        upstream = [k for k in cls.UPSTREAM_VAE_KEYS if k in config]
+        upstream = [k for k in UPSTREAM_VAE_KEYS if k in config]
         if upstream:
             raise ValueError(
-                f"{folder} is upstream EasyAnimate's V2 / V3 VAE (config has {', '.join(upstream)}): its own "
-                "MagViT, not supported yet; loading it as a SliceVAE would drop its mid-block attention"
+                f"{folder} is upstream EasyAnimate's V2 / V3 VAE (config has {', '.join(upstream)}): load it with "
+                "easyanimate.models.load_vae (UpstreamMagvitVAE), not as a SliceVAE"
             )
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 

@@ -91,3 +91,41 @@ def inpaint_latents(vae, video: torch.Tensor, mask: torch.Tensor) -> tuple[torch
     """`(mask at latent size, scaled VAE latents of the masked video)`; generated regions are gray (0)."""
     latents = vae.encode_latents(video * (1 - mask))
     return vae_latent_mask(vae, mask).to(latents), latents
+
+
+@torch.no_grad()
+def upstream_inpaint_latents(
+    vae, video: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Upstream V3 InP conditioning (`in_channels = 3*C`): `(VAE latents of the 0/1 mask tiled to 3 channels,
+    VAE latents of the masked video)`, generated regions filled with -1 as upstream fills them."""
+    masked = torch.where(mask > 0.5, torch.full_like(video, -1.0), video)
+    return vae.encode_latents(mask.expand(-1, 3, -1, -1, -1)), vae.encode_latents(masked)
+
+
+class ClipTokens:
+    """Upstream V3 InP's CLIP image tokens, step by step: the start image's CLIP embedding with a ones mask for
+    the last `apply_ratio` of the steps, zeros with a zero mask before (and for the unconditional half, and when
+    there is no image), as upstream applies them."""
+
+    def __init__(
+        self, transformer, image_encoder, feature_extractor, image, batch: int, device, apply_ratio=0.5
+    ):
+        projection = transformer.clip_projection
+        self.apply_ratio = apply_ratio
+        self.zeros = torch.zeros(batch, projection.linear_1.in_features, device=device)
+        self.zero_mask = torch.zeros(batch, projection.tokens, device=device)
+        self.embeds = None
+        if image is not None and image_encoder is not None:
+            if isinstance(image, str):  # the whole image, as upstream gives it to CLIP's own resize / crop
+                image = read_image(image)
+            pixels = feature_extractor(images=image, return_tensors="pt").pixel_values
+            embeds = image_encoder(pixels.to(device, image_encoder.dtype)).image_embeds.float()
+            self.embeds = embeds.expand(batch, -1)
+
+    def inputs(self, step: int, steps: int, guided: bool) -> dict[str, torch.Tensor]:
+        on = self.embeds is not None and step >= steps * (1 - self.apply_ratio)
+        embeds, mask = (self.embeds, torch.ones_like(self.zero_mask)) if on else (self.zeros, self.zero_mask)
+        if guided:
+            embeds, mask = torch.cat([self.zeros, embeds]), torch.cat([self.zero_mask, mask])
+        return {"clip_encoder_hidden_states": embeds, "clip_attention_mask": mask}

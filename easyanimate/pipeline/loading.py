@@ -8,10 +8,10 @@ import os
 import torch
 
 from ..diffusion.samplers import load_scheduler
-from ..models.frame_vae import FrameVAE
+from ..models.loading import load_vae
 from ..models.text_encoder import load_text_encoder
 from ..models.transformer3d import VideoTransformer3DModel
-from ..models.upstream_transformer import load_transformer_checkpoint
+from ..models.upstream_transformer import is_upstream_folder, load_transformer_checkpoint
 from .adapters import load_lora, load_motion_module
 from .memory import apply_memory_mode
 from .pipeline_easyanimate import EasyAnimatePipeline
@@ -26,16 +26,39 @@ def pipeline_class(folder: str) -> str | None:
     return name[1] if isinstance(name, list) else name
 
 
-def pixart_as_video_pipeline(folder: str, dtype: torch.dtype, transformer=None) -> EasyAnimatePipeline:
-    """A diffusers PixArt-alpha folder as our pipeline, the way EasyAnimate v1 ran it: the transformer with
-    (identity until loaded) motion modules, its 2D VAE per frame, its T5 and scheduler."""
+def is_upstream_release(folder: str) -> bool:
+    """An upstream EasyAnimate V2 / V3 release folder: its transformer/ is upstream's Transformer3DModel."""
+    return is_upstream_folder(os.path.join(folder, "transformer"))
+
+
+def assembled_pipeline(folder: str, dtype: torch.dtype, transformer=None) -> EasyAnimatePipeline:
+    """A folder whose components are not our classes, assembled one by one: a diffusers PixArt-alpha folder the
+    way EasyAnimate v1 ran it (the transformer with motion modules, identity until loaded, and its 2D VAE per
+    frame), or an upstream V2 / V3 release (its transformer converted, its own VAE, and for V3 InP the CLIP
+    image encoder in `image_encoder/`)."""
     text = load_text_encoder(folder, dtype=dtype)
+    if transformer is None:
+        if is_upstream_release(folder):
+            transformer = VideoTransformer3DModel.from_pretrained(
+                os.path.join(folder, "transformer"), dtype=dtype
+            )
+        else:
+            transformer = VideoTransformer3DModel.from_pixart(folder).to(dtype)
+    image_encoder = feature_extractor = None
+    clip_folder = os.path.join(folder, "image_encoder")
+    if getattr(transformer, "clip_projection", None) is not None and os.path.isdir(clip_folder):
+        from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+        image_encoder = CLIPVisionModelWithProjection.from_pretrained(clip_folder, torch_dtype=dtype)
+        feature_extractor = CLIPImageProcessor.from_pretrained(clip_folder)
     return EasyAnimatePipeline(
-        vae=FrameVAE.from_pretrained(os.path.join(folder, "vae"), dtype=dtype),
+        vae=load_vae(folder).to(dtype),
         text_encoder=text.model,
         tokenizer=text.tokenizer,
-        transformer=transformer or VideoTransformer3DModel.from_pixart(folder).to(dtype),
+        transformer=transformer,
         scheduler=load_scheduler(folder),
+        image_encoder=image_encoder,
+        feature_extractor=feature_extractor,
     )
 
 
@@ -71,8 +94,8 @@ def load_pipeline(
         if not os.path.isfile(os.path.join(transformer, "config.json")):
             raise FileNotFoundError(f"{transformer} is not a transformer folder (no config.json)")
         components["transformer"] = VideoTransformer3DModel.from_pretrained(transformer, dtype=dtype)
-    if pipeline_class(model) in PIXART_PIPELINES:  # v1: a PixArt-alpha folder, motion modules added on top
-        pipe = pixart_as_video_pipeline(model, dtype, components.get("transformer"))
+    if pipeline_class(model) in PIXART_PIPELINES or is_upstream_release(model):
+        pipe = assembled_pipeline(model, dtype, components.get("transformer"))
     else:
         pipe = EasyAnimatePipeline.from_pretrained(model, dtype=dtype, **components)
     if transformer_checkpoint:

@@ -29,7 +29,14 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..diffusion.samplers import SAMPLERS, prediction_type_of, swap_scheduler
 from ..models.shape_rule import ShapeRule
 from ..models.text_encoder import TextEncoder
-from .conditioning import conditioning_video, inpaint_latents, load_image, load_video
+from .conditioning import (
+    ClipTokens,
+    conditioning_video,
+    inpaint_latents,
+    load_image,
+    load_video,
+    upstream_inpaint_latents,
+)
 from .custom_entry import has_our_entry, write_entry
 from .lora_loader import EasyAnimateLoraLoaderMixin
 
@@ -64,7 +71,11 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
     model_cpu_offload_seq = "text_encoder->transformer->vae"
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
-    def __init__(self, vae, text_encoder, tokenizer, transformer, scheduler):
+    _optional_components = ["image_encoder", "feature_extractor"]
+
+    def __init__(
+        self, vae, text_encoder, tokenizer, transformer, scheduler, image_encoder=None, feature_extractor=None
+    ):
         super().__init__()
         self.register_modules(
             vae=vae,
@@ -72,6 +83,8 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
             tokenizer=tokenizer,
             transformer=transformer,
             scheduler=scheduler,
+            image_encoder=image_encoder,  # upstream V3 InP: CLIP vision model for the start image's tokens
+            feature_extractor=feature_extractor,
         )
 
     # ----------------------------------------------------------------------------------------------- folders
@@ -108,8 +121,15 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
         return self.shape_rule.size_multiple
 
     @property
+    def inpaint_kind(self) -> str | None:
+        """ "mask": ours (`2C + 1` channels: noisy | mask share | masked-video latents); "upstream": upstream V3
+        InP (`3C`: noisy | VAE latents of the mask | of the masked video); None: text-to-video only."""
+        channels, c = self.transformer.config.in_channels, self.latent_channels
+        return {2 * c + 1: "mask", 3 * c: "upstream"}.get(channels)
+
+    @property
     def is_inpaint_model(self) -> bool:
-        return self.transformer.config.in_channels == 2 * self.latent_channels + 1
+        return self.inpaint_kind is not None
 
     @property
     def default_size(self) -> int:
@@ -230,8 +250,8 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
             return self.scheduler.scale_noise(clean, t, noise)
         return self.scheduler.add_noise(clean, noise, t)
 
-    def _predict(self, latents, t, text, text_mask, condition, guidance_scale):
-        """The model's noise / velocity prediction with classifier-free guidance."""
+    def _predict(self, latents, t, text, text_mask, condition, guidance_scale, **extra):
+        """The model's noise / velocity prediction with classifier-free guidance (`extra`: CLIP tokens)."""
         do_cfg = guidance_scale > 1
         x = torch.cat([latents] * 2) if do_cfg else latents
         if hasattr(self.scheduler, "scale_model_input"):
@@ -240,7 +260,7 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
             x = torch.cat([x, torch.cat([condition] * x.shape[0])], dim=1)
         timestep = t.expand(x.shape[0]).to(x.device)
         out = self.transformer(
-            x.to(self.transformer.dtype), timestep, text, encoder_attention_mask=text_mask
+            x.to(self.transformer.dtype), timestep, text, encoder_attention_mask=text_mask, **extra
         ).sample
         if out.shape[1] == 2 * self.latent_channels:  # PixArt's learned sigma: keep the prediction half
             out = out[:, : self.latent_channels]
@@ -318,7 +338,7 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
         wants_inpaint = start_image is not None or end_image is not None or head_frames is not None
         if wants_inpaint and not self.is_inpaint_model:
             raise ValueError(
-                "start/end images need an image-to-video (InP) transformer with in_channels = 2*C + 1; "
+                "start/end images need an image-to-video (InP) transformer with in_channels = 2*C + 1 (or 3*C); "
                 f"this one has in_channels={self.transformer.config.in_channels}"
             )
         device = self._execution_device
@@ -364,15 +384,30 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
                 end=load_image(end_image, height, width) if end_image is not None else None,
                 head=head_frames,
             )
-            mask_latent, masked = inpaint_latents(self.vae, cond_video, mask)
-            condition = torch.cat([mask_latent, masked], dim=1).to(device)
-            if keep_start_latent and known_latents is None and not mask_latent[:, :, 0].any():
-                known_latents = masked[:, :, :1]  # frame 0 is wholly kept (start image or head frames)
+            if self.inpaint_kind == "upstream":
+                # nothing kept: zeros, as upstream (below). No latent is re-imposed: with 8k frames the first
+                # latent also holds frames 1-3
+                if wants_inpaint:
+                    condition = torch.cat(upstream_inpaint_latents(self.vae, cond_video, mask), 1).to(device)
+            else:
+                mask_latent, masked = inpaint_latents(self.vae, cond_video, mask)
+                condition = torch.cat([mask_latent, masked], dim=1).to(device)
+                if keep_start_latent and known_latents is None and not mask_latent[:, :, 0].any():
+                    known_latents = masked[:, :, :1]  # frame 0 is wholly kept (start image or head frames)
+        clip = None
+        if getattr(self.transformer, "clip_projection", None) is not None:
+            if start_image is not None and self.image_encoder is None:
+                logger.warning("this model takes CLIP image tokens, but the pipeline has no image_encoder")
+            encoder = (self.image_encoder, self.feature_extractor)
+            clip = ClipTokens(self.transformer, *encoder, start_image, batch, device)
 
         # latents
         s = self.vae.spatial_compression_ratio
         shape = (batch, self.latent_channels, self.vae.latent_frames(num_frames), height // s, width // s)
         timesteps = self._timesteps(num_inference_steps, strength, device)
+        if self.inpaint_kind == "upstream" and condition is None:
+            c = self.latent_channels
+            condition = torch.zeros(1, 2 * c, *shape[2:], device=device)
         noise = latents if latents is not None else randn_tensor(shape, generator=generator, device=device)
         noise = noise.to(device, torch.float32)
         if video is not None:
@@ -398,7 +433,8 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
                 if known_latents is not None:  # re-impose the known head, noised to this step
                     k = known_latents.shape[2]
                     latents[:, :, :k] = self._noise_to(known_latents, known_noise, t)
-                pred = self._predict(latents, t, text, text_mask, condition, guidance_scale)
+                extra = clip.inputs(i, len(timesteps), do_cfg) if clip is not None else {}
+                pred = self._predict(latents, t, text, text_mask, condition, guidance_scale, **extra)
                 latents = self.scheduler.step(pred, t, latents, return_dict=False, **step_kwargs)[0]
                 if callback_on_step_end is not None:
                     values = {"latents": latents, "prompt_embeds": prompt_embeds}
