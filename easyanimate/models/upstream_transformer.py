@@ -148,6 +148,18 @@ def _read_state_file(path: str) -> dict[str, torch.Tensor]:
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
+def is_upstream_motion_file(path: str) -> bool:
+    """A safetensors file holding only upstream motion-module keys (read from its header, no weights)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as fh:
+            keys = list(fh.keys())
+    except Exception:  # not a readable safetensors file: not listed
+        return False
+    return bool(keys) and all(".attn_temporal." in k for k in keys)
+
+
 def load_upstream_motion_file(model, path: str, layout: str | None) -> None:
     """A bare upstream motion-module file (`easyanimate_v1_mm.safetensors`: the `attn_temporal` keys of every
     block) onto `model` in the named layout; the file alone does not say it (upstream's yaml did)."""

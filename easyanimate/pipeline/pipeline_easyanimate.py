@@ -394,12 +394,12 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
                 condition = torch.cat([mask_latent, masked], dim=1).to(device)
                 if keep_start_latent and known_latents is None and not mask_latent[:, :, 0].any():
                     known_latents = masked[:, :, :1]  # frame 0 is wholly kept (start image or head frames)
-        clip = None
+        clip_tokens = None
         if getattr(self.transformer, "clip_projection", None) is not None:
             if start_image is not None and self.image_encoder is None:
                 logger.warning("this model takes CLIP image tokens, but the pipeline has no image_encoder")
             encoder = (self.image_encoder, self.feature_extractor)
-            clip = ClipTokens(self.transformer, *encoder, start_image, batch, device)
+            clip_tokens = ClipTokens(self.transformer, *encoder, start_image, batch, device)
 
         # latents
         s = self.vae.spatial_compression_ratio
@@ -433,7 +433,7 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
                 if known_latents is not None:  # re-impose the known head, noised to this step
                     k = known_latents.shape[2]
                     latents[:, :, :k] = self._noise_to(known_latents, known_noise, t)
-                extra = clip.inputs(i, len(timesteps), do_cfg) if clip is not None else {}
+                extra = clip_tokens.inputs(i, len(timesteps), do_cfg) if clip_tokens else {}
                 pred = self._predict(latents, t, text, text_mask, condition, guidance_scale, **extra)
                 latents = self.scheduler.step(pred, t, latents, return_dict=False, **step_kwargs)[0]
                 if callback_on_step_end is not None:

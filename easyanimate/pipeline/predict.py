@@ -65,7 +65,12 @@ def add_device_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=DEMO_MODEL, help="diffusers-style pipeline folder")
+    p.add_argument(
+        "--model",
+        default=DEMO_MODEL,
+        help="pipeline folder: ours, a diffusers PixArt-alpha folder (v1, with --motion-module), or an upstream "
+        "EasyAnimateV2 / V3 release folder",
+    )
     p.add_argument("--prompt", required=True, help="what the video shows")
     p.add_argument("--negative-prompt", default="", help="what to steer away from (classifier-free guidance)")
     p.add_argument(
@@ -85,7 +90,13 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
         "--num-frames",
         type=int,
         default=17,
-        help="1 + rk frames for the VAE's temporal ratio r (4; the demo VAE's 2); 1 makes an image",
+        help="what the model's VAE takes: 1 + rk for our VAEs' temporal ratio r (4; the demo VAE's 2), "
+        "1 or 9k for upstream V2, 8k or 1 + 8k for upstream V3, any for v1's per-frame VAE; 1 makes an image",
+    )
+    p.add_argument(
+        "--smooth-seams",
+        action="store_true",
+        help="upstream V2 / V3 VAEs: re-decode the frames around slice borders and average (upstream's pass)",
     )
     p.add_argument("--fps", type=positive_int, default=8, help="frames per second of the saved mp4")
     p.add_argument(
@@ -214,6 +225,12 @@ def strict_json(value: Any) -> Any:
 def run(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> dict[str, str]:
     extra = extra or {}
     pipe = load_pipeline(args)
+    if getattr(args, "smooth_seams", False):
+        if not hasattr(pipe.vae, "smooth_seams"):
+            raise ValueError(
+                f"--smooth-seams applies to upstream V2 / V3 VAEs; {args.model}'s is a {type(pipe.vae).__name__}"
+            )
+        pipe.vae.smooth_seams = True
     settings = {k: v for k, v in vars(args).items()}
     settings["sampler"] = type(pipe.scheduler).__name__ if args.sampler is None else args.sampler
     generator = torch.Generator().manual_seed(args.seed)

@@ -109,7 +109,7 @@ def build_app(
         with gr.Tab("Text-to-Video"):
             t2v_prompt = gr.Textbox(label="Prompt", lines=2, value=DEFAULT_PROMPT, elem_id="t2v-prompt")
             with gr.Accordion("Long video", open=False):
-                overlap_default = 1 + rule.temporal_ratio
+                overlap_default = rule.nearest(1 + rule.temporal_ratio)[1]
                 total_frames = gr.Number(
                     value=0,
                     precision=0,

@@ -17,8 +17,9 @@ import torch
 
 from ..diffusion.samplers import SAMPLERS, load_scheduler, sampler_name, samplers_for
 from ..models.loading import pipeline_default_size, pipeline_shape_rule
-from ..models.motion_adapter import is_motion_adapter_folder
-from ..models.shape_rule import ShapeRule, nearest_valid_frames
+from ..models.motion_adapter import UPSTREAM_LAYOUTS, is_motion_adapter_folder
+from ..models.shape_rule import ShapeRule
+from ..models.upstream_transformer import is_upstream_motion_file
 from ..pipeline.memory import MEMORY_MODES, STORAGE_DTYPES
 
 DEFAULT_FRAMES = 17  # at most this many frames by default (the nearest the model accepts)
@@ -67,13 +68,20 @@ class Controller:
         )
 
     def motion_modules(self) -> list[str]:
+        """Motion-adapter folders, and upstream's bare motion-module files once per layout (the file does not
+        record it: `easyanimate_v1_mm.safetensors (easyanimate-v1)`)."""
         root = self._folder("Motion_Module")
-        found = (
-            sorted(n for n in os.listdir(root) if is_motion_adapter_folder(os.path.join(root, n)))
-            if os.path.isdir(root)
-            else []
-        )
+        names = sorted(os.listdir(root)) if os.path.isdir(root) else []
+        found = [n for n in names if is_motion_adapter_folder(os.path.join(root, n))]
+        for n in names:
+            if n.endswith(".safetensors") and is_upstream_motion_file(os.path.join(root, n)):
+                found += [f"{n} ({layout})" for layout in sorted(UPSTREAM_LAYOUTS)]
         return [NONE, *found]
+
+    def motion_layout(self, name: str) -> tuple[str, str | None]:
+        """A listed motion-module entry -> `(its file name, the layout named with it or None)`."""
+        file, _, layout = name.partition(" (")
+        return (file, layout[:-1]) if layout else (name, None)
 
     def loras(self) -> list[str]:
         root = self._folder("Personalized_Model")
@@ -107,7 +115,7 @@ class Controller:
             "samplers": samplers_for(scheduler),
             "sampler": sampler_name(scheduler),
             "size": size,
-            "frames": nearest_valid_frames(DEFAULT_FRAMES, rule.temporal_ratio)[0],
+            "frames": rule.nearest(DEFAULT_FRAMES)[0],
             "rule": rule,
         }
 
@@ -160,7 +168,8 @@ class Controller:
             }
         pipe = self._pipe
         if motion_path and motion_path != self._loaded["motion"]:
-            load_motion_module(pipe, motion_path)
+            file, layout = self.motion_layout(os.path.basename(motion_path))
+            load_motion_module(pipe, os.path.join(os.path.dirname(motion_path), file), layout)
             self._loaded["motion"] = motion_path
         if (lora_path, lora_weight) != (self._loaded["lora"], self._loaded.get("lora_weight")):
             unload_loras(pipe)
