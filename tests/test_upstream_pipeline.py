@@ -214,6 +214,13 @@ def test_v3_inp_release_folder_runs_image_to_video_as_upstream_conditions_it(tmp
     assert all(not x[:, 4:].any() and not kw["clip_attention_mask"].any() for x, kw in seen)
     with pytest.raises(ValueError, match="num_frames must be 8k or 1 \\+ 8k, got 12"):
         pipe("a red circle", num_frames=12, height=32, width=32, num_inference_steps=1)
+    # long videos advance by whole 8-frame slices, the kept frames given as the next segment's head
+    from easyanimate.pipeline.long_video import generate_long_video
+
+    kw = dict(height=32, width=32, num_inference_steps=1, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="num_frames - overlap must be a multiple of 8"):
+        generate_long_video(pipe, "a red circle", 24, num_frames=16, overlap=9, **kw)
+    assert generate_long_video(pipe, "a red circle", 24, num_frames=16, overlap=8, **kw).shape[2] == 24
 
 
 def test_v3_release_folder_through_the_cli(tmp_path):

@@ -36,12 +36,17 @@ def generate_long_video(
     generator: torch.Generator | None = None,
     **kwargs,
 ) -> torch.Tensor:
-    """`(1, 3, >= total_frames, H, W)` in [0, 1]. `overlap` must be 1 + rj (the VAE's temporal ratio r) and
-    smaller than `num_frames`."""
+    """`(1, 3, >= total_frames, H, W)` in [0, 1]. `overlap` must be a frame count the VAE takes (1 + rj for
+    ours) and smaller than `num_frames`; with upstream's block VAEs the segments also advance by whole blocks,
+    so the kept frames are the first latents' frames."""
     rule = pipe.shape_rule
+    form = rule.frames_text.split(" (")[0]
     if not rule.frames_ok(overlap) or overlap >= num_frames:
+        raise ValueError(f"overlap must be {form} frames and < num_frames={num_frames}, got {overlap}")
+    if rule.frame_block and (num_frames - overlap) % rule.frame_block:
         raise ValueError(
-            f"overlap must be 1 + {rule.temporal_ratio}j frames and < num_frames={num_frames}, got {overlap}"
+            f"num_frames - overlap must be a multiple of {rule.frame_block} for this VAE, got "
+            f"{num_frames} - {overlap}"
         )
     video: torch.Tensor | None = None
     for _ in range(segment_count(total_frames, num_frames, overlap)):
