@@ -8,6 +8,7 @@ import json
 import math
 import multiprocessing
 import os
+import re
 
 import numpy as np
 import pytest
@@ -141,3 +142,46 @@ def test_strength_times_steps_below_one_is_refused(tmp_path, model):
     assert (
         res.returncode == 2 and "leaves no denoising step" in res.stderr and "Traceback" not in res.stderr
     ), res.stderr[-2000:]
+
+
+def test_a_mistyped_model_path_is_not_looked_up_on_the_hub(tmp_path, model):
+    """diffusers would take `org/name` for a Hub repository and try to download it: ours refuse a path that is
+    not a local folder unless `local_files_only=False` is passed."""
+    from easyanimate.models.transformer3d import VideoTransformer3DModel
+    from easyanimate.pipeline.pipeline_easyanimate import EasyAnimatePipeline
+
+    for load, what in ((VideoTransformer3DModel.from_pretrained, "transformer"),
+                       (EasyAnimatePipeline.from_pretrained, "pipeline")):  # fmt: skip
+        with pytest.raises(
+            FileNotFoundError, match=f"{what} 'PixArt-alpha/PixArt-XL-2-512x512' is not a local"
+        ):
+            load("PixArt-alpha/PixArt-XL-2-512x512")
+    with pytest.raises(FileNotFoundError, match="transformer '.*/transformr' is not a local folder"):
+        VideoTransformer3DModel.from_pretrained(model, subfolder="transformr")
+    assert isinstance(EasyAnimatePipeline.from_pretrained(model), EasyAnimatePipeline)
+
+
+def test_a_request_that_cannot_fit_is_refused_with_the_numbers(tmp_path, model):
+    """8192x8192 would run until the machine kills it: the CLI estimates peak memory for this model first."""
+    res = run_python("predict_t2v.py", "--model", model, *BASE[:-6], "--height", "8192", "--width", "8192",
+                     "--steps", "1", "--device", "cpu", "--output-dir", str(tmp_path / "out"))  # fmt: skip
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert re.search(
+        r"8192x8192 with 5 frames needs about [\d.]+ GB .*, [\d.]+ GB are free on cpu", res.stderr
+    )
+    assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
+
+
+def test_the_memory_estimate_follows_the_model():
+    """The decode term scales with the VAE's decoder width (the demo VAE's 16 channels: 1/8 of the measured
+    128-channel VAE's), and a demo-sized request fits a small machine."""
+    from easyanimate.pipeline.loading import load_pipeline
+    from easyanimate.pipeline.memory import estimate_for_pipeline, estimate_peak_memory
+
+    pipe = load_pipeline(
+        os.path.join(ROOT, "models", "Diffusion_Transformer", "EasyAnimate-demo"), device="cpu"
+    )
+    ours = estimate_for_pipeline(pipe, 512, 512, 17)
+    measured_vae = estimate_peak_memory(1e6, 512, 512, 17, dtype_bytes=4, rule=pipe.shape_rule)
+    assert math.isclose(ours.vae_decode_gb * 8, measured_vae.vae_decode_gb, rel_tol=1e-6)
+    assert estimate_for_pipeline(pipe, 64, 64, 17).peak_gb < 1

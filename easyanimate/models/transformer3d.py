@@ -348,8 +348,10 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> VideoTransformer3DModel:
         """Our folders; upstream EasyAnimate's `Transformer3DModel` folders (v1, v2, v3 releases: converted, see
         `upstream_transformer.py`); any other class is refused by name (diffusers would leave meta tensors)."""
+        from .local import require_local
         from .upstream_transformer import UPSTREAM_CLASS, load_upstream_transformer
 
+        require_local(pretrained_model_name_or_path, kwargs, "transformer")
         folder = str(pretrained_model_name_or_path)
         if kwargs.get("subfolder"):
             folder = os.path.join(folder, kwargs["subfolder"])

@@ -116,6 +116,7 @@ def estimate_peak_memory(
     decode_slice_latents: int = DEFAULT_DECODE_SLICE_LATENTS,  # the VAE's own default slice
     linear_share: float = 0.95,  # share of transformer parameters in linear weights (fp8 mode)
     rule: ShapeRule | None = None,  # the model's frame / size rule (`pipe.shape_rule`); None: 1 + 4k, 16 px
+    vae_channels: int = 128,  # the VAE decoder's full-resolution channels (the measured VAE's: 128)
 ) -> MemoryEstimate:
     """Predicted peak GPU memory (GB) of one generation.
 
@@ -137,6 +138,8 @@ def estimate_peak_memory(
     act = tokens * width_dim * TRANSFORMER_ACT_FACTOR * dtype_bytes * gb
     decode = (
         VAE_DECODE_BYTES_PER_PIXEL_FRAME
+        * vae_channels
+        / 128
         * (rule.temporal_ratio * decode_slice_latents)
         * height
         * width
@@ -151,3 +154,55 @@ def estimate_peak_memory(
     else:
         peak = max(te, tr + act, vae + decode)
     return MemoryEstimate(te, tr, vae, act, decode, peak, mode)
+
+
+def _params(module) -> float:
+    return float(sum(p.numel() for p in module.parameters())) if module is not None else 0.0
+
+
+def estimate_for_pipeline(
+    pipe, height: int, width: int, num_frames: int, mode: str = "none", cfg: bool = True
+) -> MemoryEstimate:
+    """`estimate_peak_memory` with this pipeline's own sizes: parameter counts, width, dtype, frame rule and
+    its VAE's decoder channels (the demo VAE's 16 need an eighth of the measured 128-channel VAE's memory)."""
+    t, vae = pipe.transformer, pipe.vae
+    config = vae.config
+    top = (config.get("block_out_channels") or [config.get("ch", 128) * (config.get("ch_mult") or [1])[0]])[0]
+    return estimate_peak_memory(
+        _params(t),
+        height,
+        width,
+        num_frames,
+        mode,
+        width_dim=t.config.num_attention_heads * t.config.attention_head_dim,
+        text_encoder_params=_params(pipe.text_encoder),
+        vae_params=_params(vae),
+        dtype_bytes=t.dtype.itemsize,
+        cfg=cfg,
+        decode_slice_latents=getattr(vae, "decode_slice_latents", DEFAULT_DECODE_SLICE_LATENTS),
+        rule=pipe.shape_rule,
+        vae_channels=int(top),
+    )
+
+
+def free_memory_bytes(device: str | torch.device) -> int:
+    """Free memory where a generation runs: the GPU's free memory, or the machine's available RAM on CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def check_fits(pipe, height: int, width: int, num_frames: int, mode: str, device, cfg: bool = True) -> None:
+    """Refuse a request whose estimated peak memory exceeds what is free, with both numbers (a 4096x4096 video
+    would otherwise run until the machine kills it)."""
+    need = estimate_for_pipeline(pipe, height, width, num_frames, mode, cfg).peak_gb
+    free = free_memory_bytes(device) / 2**30
+    if need > free:
+        raise ValueError(
+            f"{width}x{height} with {num_frames} frames needs about {need:.1f} GB (estimate, memory mode "
+            f"{mode!r}), {free:.1f} GB are free on {torch.device(device).type}: lower the size or frame count, "
+            "choose a --gpu-memory-mode, or pass --skip-memory-check"
+        )

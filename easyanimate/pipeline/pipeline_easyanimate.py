@@ -27,6 +27,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..diffusion.samplers import SAMPLERS, prediction_type_of, swap_scheduler
+from ..models.local import require_local
 from ..models.shape_rule import ShapeRule
 from ..models.text_encoder import TextEncoder
 from .conditioning import (
@@ -94,6 +95,7 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
         """A pipeline folder; `dtype=` for the weights' dtype. A folder we saved names our class through its
         entry module (see `custom_entry.py`): importing it runs only the import of this class, so it is trusted
         when its text is exactly ours."""
+        require_local(pretrained_model_name_or_path, kwargs, "pipeline")
         folder = str(pretrained_model_name_or_path)
         check_complete(folder, given=kwargs)
         if kwargs.get("custom_pipeline") is None and has_our_entry(folder):

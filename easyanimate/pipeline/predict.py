@@ -123,6 +123,11 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
         help="a bare transformer state dict over the model's weights (e.g. easyanimate_portrait.safetensors)",
     )
     add_device_arguments(p)
+    p.add_argument(
+        "--skip-memory-check",
+        action="store_true",
+        help="run even when the estimated peak memory exceeds what is free (the estimate is conservative)",
+    )
     p.add_argument("--output-dir", default="samples/easyanimate-videos", help="where mp4 + sidecar JSON go")
     p.add_argument("--gif", action="store_true", help="also write a GIF")
 
@@ -231,6 +236,13 @@ def run(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> dict[s
                 f"--smooth-seams applies to upstream V2 / V3 VAEs; {args.model}'s is a {type(pipe.vae).__name__}"
             )
         pipe.vae.smooth_seams = True
+    if not getattr(args, "skip_memory_check", False):
+        from .memory import check_fits
+
+        size = pipe.default_size
+        frames = min(args.num_frames, getattr(args, "total_frames", None) or args.num_frames)  # one segment
+        check_fits(pipe, args.height or size, args.width or size, frames, args.gpu_memory_mode,
+                   args.device or pipe._execution_device, cfg=args.guidance_scale > 1)  # fmt: skip
     settings = {k: v for k, v in vars(args).items()}
     settings["sampler"] = type(pipe.scheduler).__name__ if args.sampler is None else args.sampler
     generator = torch.Generator().manual_seed(args.seed)
