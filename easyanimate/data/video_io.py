@@ -106,6 +106,11 @@ def write_video(path: str, frames: np.ndarray, fps: float = 8) -> str:
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": "17"}
+        if frames.shape[1] % 16 or frames.shape[2] % 16:
+            # x264's macroblock-tree rate control reads uninitialised memory beyond a size that is not a whole
+            # number of 16-pixel macroblocks: the same frames gave a different file on every run (measured at
+            # 66x90: 4 runs, 4 files; with mbtree=0 or whole macroblocks, 4 identical files)
+            stream.options["x264-params"] = "mbtree=0"
         # one encoder thread: x264's frame threads made identical frames encode differently (seen 1 run in 3
         # here, up to 14 levels after decoding); a single thread is deterministic and fast at these sizes
         stream.codec_context.thread_count = 1
