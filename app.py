@@ -29,7 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="initial frame count (default: 17 or the nearest valid)",
     )
-    p.add_argument("--max-upload-mb", type=int, default=50)
+    p.add_argument(
+        "--max-upload-mb", type=int, default=50, help="largest upload (uploads are deleted after an hour)"
+    )
+    p.add_argument(
+        "--max-seconds", type=float, default=900, help="a generation is stopped past this many seconds"
+    )
     add_device_arguments(p)  # --gpu-memory-mode, --storage-dtype, --device as in predict_t2v.py
     return p
 
@@ -51,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         memory_mode=args.gpu_memory_mode,
         device=args.device,
         storage_dtype=args.storage_dtype,
+        max_seconds=args.max_seconds,
     )
     if not controller.base_models():
         print(f"note: no pipeline folders under {args.model_root}/Diffusion_Transformer yet", file=sys.stderr)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from easyanimate.pipeline.predict import add_common_arguments, main_guarded, run
+from easyanimate.pipeline.predict import add_common_arguments, main_guarded, run, unit_float
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--video", default=None, help="input video for video-to-video")
     p.add_argument(
-        "--strength", type=float, default=0.7, help="video-to-video: how much of the input to re-noise"
+        "--strength", type=unit_float, default=0.7, help="video-to-video: how much of the input to re-noise"
     )
     return p
 

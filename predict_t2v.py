@@ -11,17 +11,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-from easyanimate.pipeline.predict import add_common_arguments, main_guarded, run
+from easyanimate.pipeline.predict import add_common_arguments, main_guarded, positive_int, run
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(p)
     p.add_argument(
-        "--total-frames", type=int, default=None, help="long video: generate segments up to this length"
+        "--total-frames",
+        type=positive_int,
+        default=None,
+        help="long video: generate segments up to this length",
     )
     p.add_argument(
-        "--overlap", type=int, default=5, help="long video: frames shared by consecutive segments (1 + 4j)"
+        "--overlap",
+        type=positive_int,
+        default=5,
+        help="long video: frames shared by consecutive segments (a count the model takes: 1 + 4j for ours)",
     )
     return p
 

@@ -34,7 +34,7 @@ BASE = ["--prompt", "a red circle", "--num-frames", "5", "--height", "32", "--wi
         (["--guidance-scale", "nan"], "nan is not a finite number"),
         (["--lora-weight", "nan"], "nan is not a finite number"),
         (["--height", "0"], "0 is not a positive integer"),
-        (["--fps", "0"], "0 is not a positive integer"),
+        (["--fps", "0"], "0 is not a frame rate in 1..240"),
         (["--steps", "-3"], "-3 is not a positive integer"),
         (["--steps", "two"], "'two' is not an integer"),
     ],
@@ -222,3 +222,42 @@ def test_the_same_frames_give_the_same_mp4_bytes_under_load(tmp_path):
     from easyanimate.data.video_io import read_frames
 
     assert np.abs(read_frames(paths[0]).astype(int) - _frames()).mean() < 6  # crf 17: close, not exact
+
+
+NUMERIC_FLAGS = {  # flag -> a small valid value (the rest of the run stays tiny)
+    "--steps": "1", "--guidance-scale": "1.5", "--seed": "7", "--height": "32", "--width": "32",
+    "--num-frames": "1", "--fps": "4", "--lora-weight": "0.5", "--total-frames": "9", "--overlap": "1",
+}  # fmt: skip
+HOSTILE = ["0", "-1", "nan", "inf", "-inf", "1e999", "abc", "", "0x10", "2.5", "99999999999999999999", "-0"]
+
+
+def test_fuzzed_numeric_flags_give_one_line_errors_or_a_run(tmp_path, capsys, model):
+    """Every hostile value on every numeric flag of predict_t2v.py, plus random numbers: a one-line error (exit
+    2) or a video (exit 0), never a traceback. One process, the model loaded per accepted run."""
+    spec = importlib.util.spec_from_file_location("predict_t2v", os.path.join(ROOT, "predict_t2v.py"))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    rng = np.random.default_rng(0)
+    cases = [(flag, value) for flag in NUMERIC_FLAGS for value in HOSTILE]
+    cases += [
+        (str(f), str(v)) for f, v in zip(rng.choice(list(NUMERIC_FLAGS), 12), rng.integers(-40, 40, 12))
+    ]
+    outcomes = {0: 0, 2: 0}
+    base = ["--model", model, "--prompt", "a red circle", "--num-frames", "5", "--height", "32", "--width", "32",
+            "--steps", "2", "--guidance-scale", "1", "--device", "cpu"]  # fmt: skip
+    for i, (flag, value) in enumerate(cases):
+        out = tmp_path / f"out{i}"
+        try:
+            code = cli.main([*base, flag, value, "--output-dir", str(out)])
+        except SystemExit as stop:  # argparse
+            code = stop.code
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if "error:" in line]
+        assert code in (0, 2) and "Traceback" not in err, (flag, value, err[-1500:])
+        if code == 2:
+            assert len(errors) == 1, (flag, value, err[-800:])
+            assert not out.exists() or not os.listdir(out), (flag, value)
+        else:
+            assert len(list(out.glob("*.mp4"))) == 1, (flag, value)
+        outcomes[code] += 1
+    assert outcomes[2] > 100 and outcomes[0] > 5, outcomes

@@ -219,3 +219,23 @@ def test_real_browser_generates_a_video(tmp_path, model_root):
         server.terminate()
         server.wait(timeout=30)
         shutil.rmtree(tmp_path / "out", ignore_errors=True)
+
+
+def test_results_have_unguessable_names_and_a_time_limit(tmp_path, model_root):
+    """Issue #22 item 10: one client cannot fetch another's results by guessing `0000.mp4`; a generation past
+    the server's time limit stops with a message and writes nothing; the page cleans gradio's upload cache."""
+    import re
+
+    from easyanimate.ui.app import UPLOAD_CACHE_CLEANUP, build_app
+
+    c = Controller(model_root, output_dir=str(tmp_path / "a"))
+    names = [os.path.basename(c.generate(settings(seed=i))["video"]) for i in range(2)]
+    assert all(re.fullmatch(r"[0-9a-f]{16}\.mp4", n) for n in names) and names[0] != names[1]
+    slow = Controller(model_root, output_dir=str(tmp_path / "b"), max_seconds=0)
+    with pytest.raises(UIError, match="stopped after step 1: past this server's limit of 0 s"):
+        slow.generate(settings())
+    assert not (tmp_path / "b").exists() or not os.listdir(tmp_path / "b")
+    big = Controller(model_root, output_dir=str(tmp_path / "c"), max_side=1 << 16)
+    with pytest.raises(UIError, match=r"8192x8192 with 5 frames needs about [\d.]+ GB"):
+        big.generate(settings(width=8192, height=8192))
+    assert build_app(c).delete_cache == UPLOAD_CACHE_CLEANUP

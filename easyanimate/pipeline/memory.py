@@ -195,14 +195,26 @@ def free_memory_bytes(device: str | torch.device) -> int:
     return int(psutil.virtual_memory().available)
 
 
-def check_fits(pipe, height: int, width: int, num_frames: int, mode: str, device, cfg: bool = True) -> None:
+def check_fits(
+    pipe,
+    height: int,
+    width: int,
+    num_frames: int,
+    mode: str,
+    device,
+    cfg: bool = True,
+    output_frames: int = 0,
+) -> None:
     """Refuse a request whose estimated peak memory exceeds what is free, with both numbers (a 4096x4096 video
-    would otherwise run until the machine kills it)."""
+    would otherwise run until the machine kills it). `output_frames`: a long video's total, held in host memory
+    (float32 video + uint8 frames) beside one segment's peak."""
     need = estimate_for_pipeline(pipe, height, width, num_frames, mode, cfg).peak_gb
+    need += output_frames * height * width * 3 * (4 + 1) / 2**30
     free = free_memory_bytes(device) / 2**30
+    frames = max(num_frames, output_frames)
     if need > free:
         raise ValueError(
-            f"{width}x{height} with {num_frames} frames needs about {need:.1f} GB (estimate, memory mode "
+            f"{width}x{height} with {frames} frames needs about {need:.1f} GB (estimate, memory mode "
             f"{mode!r}), {free:.1f} GB are free on {torch.device(device).type}: lower the size or frame count, "
             "choose a --gpu-memory-mode, or pass --skip-memory-check"
         )

@@ -222,6 +222,11 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
         rule.check_frames(num_frames)
         if steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {steps}")
+        most = getattr(self.scheduler.config, "num_train_timesteps", None)
+        if most is not None and steps > most:
+            raise ValueError(
+                f"num_inference_steps must be at most the scheduler's {most} timesteps, got {steps}"
+            )
         if not np.isfinite(guidance_scale):
             raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale}")
         if not 0 < strength <= 1:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
+import secrets
 import sys
 import time
 from typing import Any
@@ -39,6 +41,9 @@ def _number_flag(cast: type, ok, rule: str):
 
 finite_float = _number_flag(float, math.isfinite, "a finite number")  # nan / inf gave black videos
 positive_int = _number_flag(int, lambda v: v >= 1, "a positive integer")  # 0 meant the default, or 24 fps
+seed_int = _number_flag(int, lambda v: -(2**63) <= v < 2**64, "a seed in [-2^63, 2^64)")  # torch's range
+unit_float = _number_flag(float, lambda v: 0 < v <= 1, "in (0, 1]")
+fps_int = _number_flag(int, lambda v: 1 <= v <= 240, "a frame rate in 1..240")
 
 
 def add_device_arguments(p: argparse.ArgumentParser) -> None:
@@ -82,7 +87,7 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--guidance-scale", type=finite_float, default=6.0, help="CFG scale; <= 1 disables guidance"
     )
-    p.add_argument("--seed", type=int, default=43, help="random seed (same seed, same video)")
+    p.add_argument("--seed", type=seed_int, default=43, help="random seed (same seed, same video)")
     size_help = "pixels, a multiple of the model's VAE ratio x patch size (16 for XL/2, 8 for the demo; default: the model's)"
     p.add_argument("--height", type=positive_int, default=None, help=size_help)
     p.add_argument("--width", type=positive_int, default=None, help=size_help)
@@ -98,7 +103,7 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="upstream V2 / V3 VAEs: re-decode the frames around slice borders and average (upstream's pass)",
     )
-    p.add_argument("--fps", type=positive_int, default=8, help="frames per second of the saved mp4")
+    p.add_argument("--fps", type=fps_int, default=8, help="frames per second of the saved mp4")
     p.add_argument(
         "--transformer",
         default=None,
@@ -157,27 +162,37 @@ def load_pipeline(args: argparse.Namespace):
     )
 
 
-def next_stem(directory: str) -> str:
-    """A fresh `NNNN` path stem in `directory`, claimed by creating its sidecar `NNNN.json` exclusively: runs
-    writing into one folder at once each get their own name (reading the listing alone let two take one)."""
+def next_stem(directory: str, unguessable: bool = False) -> str:
+    """A fresh path stem in `directory`, claimed by creating its sidecar JSON exclusively: runs writing into one
+    folder at once each get their own name (reading the listing alone let two take one). `NNNN` in order, or
+    with `unguessable` 16 random hex digits (the web UI: one client cannot fetch another's results by name)."""
     os.makedirs(directory, exist_ok=True)
-    taken = {int(n.split(".")[0]) for n in os.listdir(directory) if n.split(".")[0].isdigit()}
-    number = max(taken, default=-1) + 1
-    while True:
-        stem = os.path.join(directory, f"{number:04d}")
+    if unguessable:
+        names = (secrets.token_hex(8) for _ in iter(int, 1))
+    else:
+        taken = {int(n.split(".")[0]) for n in os.listdir(directory) if n.split(".")[0].isdigit()}
+        names = (f"{n:04d}" for n in itertools.count(max(taken, default=-1) + 1))
+    for name in names:
+        stem = os.path.join(directory, name)
         try:
             os.close(os.open(stem + ".json", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
             return stem
         except FileExistsError:
-            number += 1
+            continue
+    raise AssertionError("unreachable")
 
 
 def save_outputs(
-    frames: np.ndarray, settings: dict[str, Any], directory: str, fps: int, gif: bool
+    frames: np.ndarray,
+    settings: dict[str, Any],
+    directory: str,
+    fps: int,
+    gif: bool,
+    unguessable: bool = False,
 ) -> dict[str, str]:
     """frames `(F, H, W, 3)` in [0, 1] -> mp4 (+ png for one frame, + gif) and a JSON of every setting, under a
-    fresh name in `directory` (never another run's)."""
-    stem = next_stem(directory)
+    fresh name in `directory` (never another run's; random with `unguessable`)."""
+    stem = next_stem(directory, unguessable)
     try:
         return _write_outputs(stem, frames, settings, fps, gif)
     except BaseException:
@@ -240,9 +255,9 @@ def run(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> dict[s
         from .memory import check_fits
 
         size = pipe.default_size
-        frames = min(args.num_frames, getattr(args, "total_frames", None) or args.num_frames)  # one segment
-        check_fits(pipe, args.height or size, args.width or size, frames, args.gpu_memory_mode,
-                   args.device or pipe._execution_device, cfg=args.guidance_scale > 1)  # fmt: skip
+        total = max(args.num_frames, getattr(args, "total_frames", None) or 0)  # a long video: one segment
+        check_fits(pipe, args.height or size, args.width or size, args.num_frames, args.gpu_memory_mode,
+                   args.device or pipe._execution_device, cfg=args.guidance_scale > 1, output_frames=total)  # fmt: skip
     settings = {k: v for k, v in vars(args).items()}
     settings["sampler"] = type(pipe.scheduler).__name__ if args.sampler is None else args.sampler
     generator = torch.Generator().manual_seed(args.seed)

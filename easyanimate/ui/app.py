@@ -27,6 +27,9 @@ def _labels(base: str | None, rule: ShapeRule) -> tuple[str, str]:
     return f"a multiple of {rule.size_multiple} for {base or 'this model'}", f"Frames ({rule.frames_text})"
 
 
+UPLOAD_CACHE_CLEANUP = (600, 3600)  # (every seconds, older than seconds)
+
+
 def build_app(
     controller: Controller, default_size: int | None = None, default_frames: int | None = None
 ) -> gr.Blocks:
@@ -38,7 +41,8 @@ def build_app(
     size = default_size or (first["size"] if first else 256)
     frame_count = default_frames or (first["frames"] if first else 17)
     size_info, frames_label = _labels(bases[0] if bases else None, rule)
-    with gr.Blocks(title="EasyAnimate") as demo:
+    # uploads and served results live in gradio's cache: files older than an hour go, checked every 10 minutes
+    with gr.Blocks(title="EasyAnimate", delete_cache=UPLOAD_CACHE_CLEANUP) as demo:
         gr.Markdown("# EasyAnimate\nGenerate videos from text, images or videos.")
         with gr.Row():
             base = gr.Dropdown(bases, value=bases[0] if bases else None, label="Base model")

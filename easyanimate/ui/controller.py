@@ -20,7 +20,7 @@ from ..models.loading import pipeline_default_size, pipeline_shape_rule
 from ..models.motion_adapter import UPSTREAM_LAYOUTS, is_motion_adapter_folder
 from ..models.shape_rule import ShapeRule
 from ..models.upstream_transformer import is_upstream_motion_file
-from ..pipeline.memory import MEMORY_MODES, STORAGE_DTYPES
+from ..pipeline.memory import MEMORY_MODES, STORAGE_DTYPES, check_fits
 
 DEFAULT_FRAMES = 17  # at most this many frames by default (the nearest the model accepts)
 MAX_DEFAULT_SIDE = 512  # a model built for larger sides starts the page at this (a first try stays quick)
@@ -42,6 +42,7 @@ class Controller:
         memory_mode: str = "none",
         device: str | None = None,
         storage_dtype: str | None = None,
+        max_seconds: float = 900.0,
     ):
         if memory_mode not in MEMORY_MODES:
             raise ValueError(f"unknown GPU memory mode {memory_mode!r}; choose from {MEMORY_MODES}")
@@ -49,6 +50,7 @@ class Controller:
             raise ValueError(f"unknown storage dtype {storage_dtype!r}; choose from {list(STORAGE_DTYPES)}")
         self.model_root = os.path.abspath(model_root)
         self.output_dir, self.max_frames, self.max_side = output_dir, max_frames, max_side
+        self.max_seconds = max_seconds  # a generation is stopped past this (server side, whatever the client)
         self.memory_mode, self.device, self.storage_dtype = memory_mode, device, storage_dtype
         self._pipe = None
         self._loaded: dict[str, Any] = {}
@@ -214,7 +216,22 @@ class Controller:
                 extra = {"video": s["video"], "strength": float(s["strength"])}
             steps = int(s["steps"])
             total = int(s.get("total_frames") or 0)
+            try:
+                check_fits(pipe, int(s["height"]), int(s["width"]), int(s["frames"]), self.memory_mode,
+                           pipe._execution_device, cfg=float(s["guidance"]) > 1)  # fmt: skip
+            except ValueError as err:
+                raise UIError(str(err).replace(", or pass --skip-memory-check", "")) from None
             start = time.perf_counter()
+
+            def on_step(_pipe, i, _t, kw):
+                if time.perf_counter() - start > self.max_seconds:
+                    raise UIError(
+                        f"stopped after step {i + 1}: past this server's limit of {self.max_seconds:g} s"
+                    )
+                if progress and total <= int(s["frames"]):
+                    progress(i + 1, steps)
+                return kw
+
             kwargs = dict(
                 negative_prompt=s.get("negative_prompt") or "",
                 height=int(s["height"]),
@@ -222,6 +239,7 @@ class Controller:
                 num_inference_steps=steps,
                 guidance_scale=float(s["guidance"]),
                 generator=torch.Generator().manual_seed(int(s["seed"])),
+                callback_on_step_end=on_step,
                 **extra,
             )
             try:
@@ -229,20 +247,16 @@ class Controller:
                     frames = self._long_video(pipe, s, total, kwargs, progress)
                 else:
                     frames = pipe(
-                        s["prompt"],
-                        num_frames=int(s["frames"]),
-                        output_type="np",
-                        callback_on_step_end=(lambda _p, i, _t, kw: progress(i + 1, steps) or kw)
-                        if progress
-                        else None,
-                        **kwargs,
+                        s["prompt"], num_frames=int(s["frames"]), output_type="np", **kwargs
                     ).frames[0]
             except (ValueError, FileNotFoundError) as err:
                 raise UIError(str(err)) from None
         record = {k: v for k, v in s.items() if isinstance(v, (str, int, float, bool)) or v is None}
         record["frames_written"] = int(np.asarray(frames).shape[0])
         record["seconds"] = round(time.perf_counter() - start, 3)
-        return save_outputs(np.asarray(frames), record, self.output_dir, int(s["fps"]), gif=False)
+        return save_outputs(
+            np.asarray(frames), record, self.output_dir, int(s["fps"]), gif=False, unguessable=True
+        )
 
     def _long_video(self, pipe, s: dict[str, Any], total: int, kwargs: dict, progress) -> np.ndarray:
         from ..pipeline.long_video import generate_long_video, segment_count
