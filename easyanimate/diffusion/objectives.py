@@ -7,7 +7,9 @@ target, loss weight). The matching samplers: epsilon / v -> any diffusion sample
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from diffusers import DDPMScheduler
@@ -16,6 +18,43 @@ from diffusers.training_utils import compute_snr
 from .samplers import DIFFUSION_DEFAULTS, get_scheduler, objective_settings
 
 OBJECTIVES = ("epsilon", "v_prediction", "flow")
+# how flow training draws noise levels before the shift: logit-normal (SD3; few draws near 0 or 1), uniform, or
+# high_noise: half the draws uniform in [HIGH_NOISE_FROM, 1], where layout and motion are decided
+TIME_SAMPLING = ("logit_normal", "uniform", "high_noise")
+HIGH_NOISE_SHARE, HIGH_NOISE_FROM = 0.5, 0.75
+
+
+@dataclass(frozen=True)
+class TokenShift:
+    """A shift that grows with the token count (diffusers' dynamic shifting, as its Flux / SD3 pipelines compute
+    it): `log(shift)` linear in tokens, from `base_shift` at `base_tokens` to `max_shift` at `max_tokens`. The
+    saved sampler gets the same four numbers (`use_dynamic_shifting`), so sampling shifts as training did."""
+
+    base_shift: float = 0.5
+    max_shift: float = 1.15
+    base_tokens: int = 256
+    max_tokens: int = 4096
+
+    def mu(self, tokens: int) -> float:
+        slope = (self.max_shift - self.base_shift) / (self.max_tokens - self.base_tokens)
+        return self.base_shift + slope * (tokens - self.base_tokens)
+
+    def shift(self, tokens: int) -> float:
+        return math.exp(self.mu(tokens))
+
+    def scheduler_config(self) -> dict[str, Any]:
+        return dict(
+            use_dynamic_shifting=True,
+            base_shift=self.base_shift,
+            max_shift=self.max_shift,
+            base_image_seq_len=self.base_tokens,
+            max_image_seq_len=self.max_tokens,
+        )
+
+
+def shift_levels(s: torch.Tensor, shift: float) -> torch.Tensor:
+    """Noise levels in (0, 1) moved towards 1 by `shift` (SD3's resolution shift; 1: unchanged)."""
+    return shift * s / (1 + (shift - 1) * s)
 
 
 @dataclass
@@ -33,10 +72,17 @@ class Objective:
         zero_terminal_snr: bool = False,
         snr_gamma: float | None = None,
         flow_shift: float = 1.0,
+        time_sampling: str = "logit_normal",
+        token_shift: TokenShift | None = None,
     ):
         if kind not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {kind!r}")
+        if time_sampling not in TIME_SAMPLING:
+            raise ValueError(f"time_sampling must be one of {TIME_SAMPLING}, got {time_sampling!r}")
+        if token_shift is not None and flow_shift != 1.0:
+            raise ValueError("give a fixed flow_shift or a token-count shift, not both")
         self.kind, self.snr_gamma, self.flow_shift = kind, snr_gamma, flow_shift
+        self.time_sampling, self.token_shift = time_sampling, token_shift
         self.zero_terminal_snr = zero_terminal_snr
         if kind != "flow":
             self.scheduler = DDPMScheduler(
@@ -47,10 +93,16 @@ class Objective:
     def for_scheduler(cls, scheduler) -> Objective:
         """The objective a pipeline's sampler was made for (its prediction type, zero-SNR choice, shift)."""
         settings = objective_settings(scheduler)
+        dynamic = scheduler.config.get("use_dynamic_shifting") and settings["prediction_type"] == "flow"
+        token_shift = None
+        if dynamic:
+            c = scheduler.config
+            token_shift = TokenShift(c.base_shift, c.max_shift, c.base_image_seq_len, c.max_image_seq_len)
         return cls(
             settings["prediction_type"],
             zero_terminal_snr=settings.get("zero_terminal_snr", False),
-            flow_shift=settings.get("shift", 1.0),
+            flow_shift=1.0 if dynamic else settings.get("shift", 1.0),
+            token_shift=token_shift,
         )
 
     @property
@@ -62,15 +114,37 @@ class Objective:
         and the saved pipeline use."""
         name = name or self.default_sampler
         if self.kind == "flow":
-            return get_scheduler(name, "flow", shift=self.flow_shift)
+            dynamic = self.token_shift.scheduler_config() if self.token_shift else {}
+            return get_scheduler(name, "flow", shift=self.flow_shift, **dynamic)
         return get_scheduler(name, self.kind, zero_terminal_snr=self.zero_terminal_snr)
 
-    def noise(self, x0: torch.Tensor, noise: torch.Tensor, generator: torch.Generator) -> NoisedBatch:
-        """Noised at random levels: logit-normal (then shifted) for flow, uniform timesteps otherwise."""
+    def flow_times(self, b: int, generator: torch.Generator, device=None) -> torch.Tensor:
+        """`b` flow noise levels in (0, 1) before the shift, drawn as `time_sampling` says."""
+        if self.time_sampling == "uniform":
+            return torch.rand(b, generator=generator, device=device)
+        s = torch.sigmoid(torch.randn(b, generator=generator, device=device))  # logit-normal
+        if self.time_sampling == "high_noise":
+            high = HIGH_NOISE_FROM + (1 - HIGH_NOISE_FROM) * torch.rand(b, generator=generator, device=device)
+            pick = torch.rand(b, generator=generator, device=device) < HIGH_NOISE_SHARE
+            s = torch.where(pick, high, s)
+        return s
+
+    def shift_for(self, tokens: int | None) -> float:
+        """The flow shift for inputs of `tokens` transformer tokens (the fixed shift without a token shift)."""
+        if self.token_shift is None:
+            return self.flow_shift
+        if tokens is None:
+            raise ValueError("a token-count shift needs the number of tokens")
+        return self.token_shift.shift(tokens)
+
+    def noise(
+        self, x0: torch.Tensor, noise: torch.Tensor, generator: torch.Generator, tokens: int | None = None
+    ) -> NoisedBatch:
+        """Noised at random levels: for flow drawn by `time_sampling` then shifted (by the token count's shift
+        when one is set: `tokens` per sample); uniform timesteps otherwise."""
         b = x0.shape[0]
         if self.kind == "flow":
-            s = torch.sigmoid(torch.randn(b, generator=generator, device=x0.device))  # logit-normal times
-            level = self.flow_shift * s / (1 + (self.flow_shift - 1) * s)  # resolution shift
+            level = shift_levels(self.flow_times(b, generator, x0.device), self.shift_for(tokens))
         else:
             steps = self.scheduler.config.num_train_timesteps
             t = torch.randint(0, steps, (b,), generator=generator, device=x0.device)

@@ -52,7 +52,10 @@ _EXTRA: dict[str, dict[str, Any]] = {
 }
 # the training schedule a swap carries over (the objective's own choices are read by objective_settings)
 _SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas")
-_FLOW_SCHEDULE_KEYS = ("num_train_timesteps", "use_dynamic_shifting")
+_FLOW_SCHEDULE_KEYS = (
+    "num_train_timesteps", "use_dynamic_shifting", "base_shift", "max_shift", "base_image_seq_len",
+    "max_image_seq_len",
+)  # fmt: skip
 
 
 def prediction_type_of(scheduler: SchedulerMixin) -> str:

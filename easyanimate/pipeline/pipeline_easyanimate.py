@@ -26,6 +26,7 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from ..diffusion.objectives import Objective
 from ..diffusion.samplers import SAMPLERS, prediction_type_of, swap_scheduler
 from ..models.local import require_local
 from ..models.shape_rule import ShapeRule
@@ -239,8 +240,15 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
 
     # ----------------------------------------------------------------------------------------------- sampling
 
-    def _timesteps(self, steps: int, strength: float, device) -> torch.Tensor:
-        self.scheduler.set_timesteps(steps, device=device)
+    def _timesteps(self, steps: int, strength: float, device, tokens: int | None = None) -> torch.Tensor:
+        """The sampler's timesteps (`strength` < 1: the last part, video-to-video). A flow sampler saved with a
+        token-count shift (`use_dynamic_shifting`) shifts for `tokens`, as training did."""
+        if self.scheduler.config.get("use_dynamic_shifting"):
+            self.scheduler.set_timesteps(
+                steps, device=device, mu=Objective.for_scheduler(self.scheduler).token_shift.mu(tokens)
+            )
+        else:
+            self.scheduler.set_timesteps(steps, device=device)
         timesteps = self.scheduler.timesteps
         if strength >= 1:
             return timesteps
@@ -411,7 +419,10 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
         # latents
         s = self.vae.spatial_compression_ratio
         shape = (batch, self.latent_channels, self.vae.latent_frames(num_frames), height // s, width // s)
-        timesteps = self._timesteps(num_inference_steps, strength, device)
+        p = self.transformer.config.patch_size
+        timesteps = self._timesteps(
+            num_inference_steps, strength, device, shape[2] * (shape[3] // p) * (shape[4] // p)
+        )
         if self.inpaint_kind == "upstream" and condition is None:
             c = self.latent_channels
             condition = torch.zeros(1, 2 * c, *shape[2:], device=device)

@@ -14,7 +14,7 @@ from typing import Any
 from ..config import check_bounds
 from ..data.formats import FORMATS
 from ..data.masks import MaskConfig
-from ..diffusion.objectives import OBJECTIVES, Objective
+from ..diffusion.objectives import OBJECTIVES, TIME_SAMPLING, Objective, TokenShift
 from .scaffold import OPTIMIZATION_BOUNDS, REPORT_TO
 from .strategies import MODES
 
@@ -46,16 +46,56 @@ class ObjectiveConfig:
     kind: str = "epsilon"  # epsilon | v_prediction | flow
     zero_terminal_snr: bool = False  # rescaled betas (Lin et al.): the last step is pure noise (v_prediction)
     snr_gamma: float | None = None  # min-SNR weighting, e.g. 5.0
-    flow_shift: float = 1.0  # flow: shift of the logit-normal training times (> 1: noisier, for large inputs)
+    flow_shift: float = (
+        1.0  # flow: shift of the training times (> 1: noisier, for large inputs); the sampler's
+    )
+    time_sampling: str = (
+        "logit_normal"  # flow: logit_normal | uniform | high_noise (half the draws in [0.75, 1])
+    )
+    # flow: a shift growing with the token count instead of flow_shift (diffusers' dynamic shifting, saved with
+    # the sampler): log(shift) from flow_base_shift at flow_base_tokens to flow_max_shift at flow_max_tokens
+    flow_token_shift: bool = False
+    flow_base_shift: float = 0.5
+    flow_max_shift: float = 1.15
+    flow_base_tokens: int = 256
+    flow_max_tokens: int = 4096
 
     def __post_init__(self) -> None:
         if self.kind not in OBJECTIVES:
             raise ValueError(f"objective.kind must be one of {OBJECTIVES}, got {self.kind!r}")
-        check_bounds(self, snr_gamma=(0.0, None), flow_shift=(0.0, None))
+        if self.time_sampling not in TIME_SAMPLING:
+            raise ValueError(
+                f"objective.time_sampling must be one of {TIME_SAMPLING}, got {self.time_sampling!r}"
+            )
+        check_bounds(
+            self,
+            snr_gamma=(0.0, None),
+            flow_shift=(0.0, None),
+            flow_base_shift=(-10.0, 10.0),
+            flow_max_shift=(-10.0, 10.0),
+            flow_base_tokens=(1, None),
+            flow_max_tokens=(1, None),
+        )
+        if self.flow_token_shift and self.flow_shift != 1.0:
+            raise ValueError("objective: set flow_shift or flow_token_shift, not both")
+        if self.flow_token_shift and self.flow_max_tokens <= self.flow_base_tokens:
+            raise ValueError("objective.flow_max_tokens must be above flow_base_tokens")
 
     def build(self) -> Objective:
         """The `Objective` these settings describe."""
-        return Objective(self.kind, self.zero_terminal_snr, self.snr_gamma, self.flow_shift)
+        token_shift = None
+        if self.flow_token_shift:
+            token_shift = TokenShift(
+                self.flow_base_shift, self.flow_max_shift, self.flow_base_tokens, self.flow_max_tokens
+            )
+        return Objective(
+            self.kind,
+            self.zero_terminal_snr,
+            self.snr_gamma,
+            self.flow_shift,
+            time_sampling=self.time_sampling,
+            token_shift=token_shift,
+        )
 
 
 @dataclass

@@ -259,7 +259,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 latents = vae.encode_latents(pixels, generator=gen, sample=True).float()
             text, text_mask = text_features(batch["text"])  # the frozen encoder runs without grad
         noise = torch.randn(latents.shape, generator=gen, device=device)
-        noised = objective.noise(latents, noise, gen)
+        patch = model.config.patch_size
+        tokens = latents.shape[2] * (latents.shape[3] // patch) * (latents.shape[4] // patch)
+        noised = objective.noise(latents, noise, gen, tokens=tokens)
         model_input = noised.model_input
         extra = strategy.condition(vae, pixels, np.random.default_rng([cfg.seed, micro, rank]), cfg.masks)
         if extra is not None:
