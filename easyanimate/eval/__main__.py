@@ -7,6 +7,9 @@
     # the demo model's evaluation (what scripts/train_demo.sh runs)
     python -m easyanimate.eval demo --model models/Diffusion_Transformer/EasyAnimate-demo --output outputs/eval
 
+    # can a training choice teach the direction word? the four-clip overfit probe (about a minute on CPU)
+    python -m easyanimate.eval learnability --model models/Diffusion_Transformer/EasyAnimate-demo --shift 5
+
 `videos` prints a summary and writes every number (per video too) to --output as JSON. FVD's statistics are
 ours; its feature encoder is a local image model folder (CLIP / SigLIP / ViT; nothing is downloaded).
 """
@@ -62,6 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--guidance-scale", type=float, default=6.0)
     d.add_argument("--seed", type=int, default=10_000, help="first generation seed (training never uses it)")
     d.add_argument("--output", default="outputs/demo/eval")
+
+    lp = sub.add_parser(
+        "learnability", help="four-clip overfit probe: does training teach the direction word?"
+    )
+    lp.add_argument("--model", default="models/Diffusion_Transformer/EasyAnimate-demo")
+    lp.add_argument("--steps", type=int, default=120, help="fine-tuning steps on the four clips")
+    lp.add_argument("--shift", type=float, default=5.0, help="flow shift of the training times")
+    lp.add_argument("--time-sampling", default="logit_normal", help="logit_normal | uniform | high_noise")
+    lp.add_argument("--seeds", type=int, default=1, help="generations per caption")
+    lp.add_argument("--output", default=None, help="write the results here as JSON")
     return p
 
 
@@ -72,6 +85,18 @@ def main(argv: list[str] | None = None) -> int:
             from .folder import evaluate_folder
 
             results = evaluate_folder(args.folder, args.reference, args.encoder, args.clip, args.shapes)
+            if args.output:
+                with open(args.output, "w") as fh:
+                    json.dump(results, fh, indent=2)
+        elif args.command == "learnability":
+            from ..diffusion.objectives import Objective
+            from ..pipeline.loading import load_pipeline
+            from .learnability import direction_probe
+
+            pipe = load_pipeline(args.model, device="cpu")
+            pipe.set_progress_bar_config(disable=True)
+            objective = Objective("flow", flow_shift=args.shift, time_sampling=args.time_sampling)
+            results = direction_probe(pipe, args.steps, objective, seeds=tuple(range(args.seeds)))
             if args.output:
                 with open(args.output, "w") as fh:
                     json.dump(results, fh, indent=2)

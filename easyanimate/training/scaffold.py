@@ -363,4 +363,10 @@ class RunScaffold:
             self.accelerator.log({tag: [wandb.Image(a) for a in arrays]}, step=step)
 
     def finish(self) -> None:
+        """End trackers, then tear the process group down together: a rank that left while the main process
+        was still exporting aborted at interpreter exit ("terminate called without an active exception",
+        exit -6, seen once in a clean-clone CI run of the FSDP tests)."""
         self.accelerator.end_training()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            self.accelerator.wait_for_everyone()
+            torch.distributed.destroy_process_group()
