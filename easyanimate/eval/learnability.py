@@ -72,7 +72,7 @@ def direction_probe(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     model.eval()
     scheduler = pipe.scheduler
     try:
