@@ -193,3 +193,28 @@ def test_caption_sensitivity_is_zero_exactly_when_the_model_ignores_text(tmp_pat
     blind = caption_sensitivity(pipe, latents, captions)
     assert all(r["relative_increase"] == 0.0 for r in blind.values())
     assert blind["color"]["loss_true_caption"] > 0
+
+
+def test_learning_curve_scores_every_checkpoint_and_plots(tmp_path):
+    """Each complete checkpoint's transformer/ in the base pipeline, scored and plotted; an unfinished `.tmp`
+    checkpoint is skipped."""
+    import json
+
+    from conftest import make_pipeline
+    from PIL import Image
+
+    from easyanimate.eval.curve import learning_curve
+    from easyanimate.models.transformer3d import VideoTransformer3DModel
+
+    base = make_pipeline(tmp_path / "base", sampler="Flow", prediction_type="flow")
+    model = VideoTransformer3DModel.from_pretrained(os.path.join(base, "transformer"))
+    for name in ("checkpoint-00000004", "checkpoint-00000002", "checkpoint-00000006.tmp"):
+        model.save_pretrained(tmp_path / "run" / "checkpoints" / name / "transformer")
+    rows = learning_curve(
+        str(tmp_path / "run"), base, str(tmp_path / "curve"), num_prompts=2, num_clips=2, steps=2
+    )
+    assert [r["step"] for r in rows] == [2, 4]
+    assert all(0 <= r["color_accuracy"] <= 1 and "direction_sensitivity" in r for r in rows)
+    assert json.load(open(tmp_path / "curve" / "curve.json")) == rows
+    image = np.asarray(Image.open(tmp_path / "curve" / "curve.png").convert("RGB"))
+    assert image.shape == (400, 640, 3) and (image != 255).any(axis=2).mean() > 0.01

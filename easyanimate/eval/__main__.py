@@ -7,6 +7,9 @@
     # the demo model's evaluation (what scripts/train_demo.sh runs)
     python -m easyanimate.eval demo --model models/Diffusion_Transformer/EasyAnimate-demo --output outputs/eval
 
+    # accuracy and direction sensitivity at every kept checkpoint of a t2v run (json + png)
+    python -m easyanimate.eval curve --run outputs/demo/t2v --base outputs/demo/t2i/pipeline --output curve
+
     # can a training choice teach the direction word? the four-clip overfit probe (about a minute on CPU)
     python -m easyanimate.eval learnability --model models/Diffusion_Transformer/EasyAnimate-demo --shift 5
 
@@ -88,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.output:
                 with open(args.output, "w") as fh:
                     json.dump(results, fh, indent=2)
+        elif args.command == "curve":
+            from .curve import learning_curve
+
+            rows = learning_curve(args.run, args.base, args.output, args.num_prompts, args.num_clips)
+            results = {f"step {r['step']}": {k: v for k, v in r.items() if k != "step"} for r in rows}
         elif args.command == "learnability":
             from ..diffusion.objectives import Objective
             from ..pipeline.loading import load_pipeline
