@@ -146,3 +146,14 @@ def test_demo_evaluation_runs_on_the_demo_model(tmp_path):
     reads = results["t2v"]["caption_sensitivity"]
     assert reads["color"]["relative_increase"] > 0.05, reads  # measured on 30 clips: +0.77
     assert json.load(open(tmp_path / "results.json"))["t2v"]["caption_sensitivity"]["color"]["n"] == 3
+
+
+def test_demo_evaluation_without_reference_clips(tmp_path):
+    """`--num-i2v 0` (text-to-video only): no VAE, sensitivity or i2v numbers, and no crash (it indexed an
+    empty list of clips)."""
+    from easyanimate.eval.demo import evaluate_demo
+
+    results = evaluate_demo(
+        DEMO, output=str(tmp_path), inpaint_model=DEMO_INP, num_prompts=1, num_i2v=0, num_lora=0, steps=1
+    )
+    assert results["t2v"]["n"] == 1 and "vae" not in results and "i2v" not in results

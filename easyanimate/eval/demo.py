@@ -144,20 +144,21 @@ def evaluate_demo(
             ss.append(ssim(a, b))
             first.append(psnr(a[:1], b[:1]))
             readings.append(read_video((b.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)))
-    # what the VAE alone allows: the analyzer on its reconstructions bounds the generations' accuracy, and
-    # its frame-0 PSNR bounds image-to-video's (generated frames are decoded by the same VAE)
-    results["vae"] = {
-        "psnr": float(np.mean(ps)),
-        "ssim": float(np.mean(ss)),
-        "first_frame_psnr": float(np.mean(first)),
-        "reconstruction_shapes": score(readings, texts),
-        "clips": len(clips),
-    }
-    # does the model read each caption word? (its loss on these clips with the word swapped)
-    results["t2v"]["caption_sensitivity"] = caption_sensitivity(pipe, latents, texts)
-    results["reference_temporal_consistency"] = evaluate_folder(
-        os.path.join(ref_dir, "videos"), progress=False
-    )["temporal_consistency"]
+    if clips:  # none with --num-i2v 0: no VAE, sensitivity or image-to-video numbers
+        # what the VAE alone allows: the analyzer on its reconstructions bounds the generations' accuracy, and
+        # its frame-0 PSNR bounds image-to-video's (generated frames are decoded by the same VAE)
+        results["vae"] = {
+            "psnr": float(np.mean(ps)),
+            "ssim": float(np.mean(ss)),
+            "first_frame_psnr": float(np.mean(first)),
+            "reconstruction_shapes": score(readings, texts),
+            "clips": len(clips),
+        }
+        # does the model read each caption word? (its loss on these clips with the word swapped)
+        results["t2v"]["caption_sensitivity"] = caption_sensitivity(pipe, latents, texts)
+        results["reference_temporal_consistency"] = evaluate_folder(
+            os.path.join(ref_dir, "videos"), progress=False
+        )["temporal_consistency"]
 
     # the LoRA: style with and without it, and exact restoration on unload
     if lora:
@@ -182,7 +183,7 @@ def evaluate_demo(
         }
 
     # image-to-video with the InP model: keeps the given first frame?
-    if inpaint_model:
+    if inpaint_model and clips:
         del pipe
         ipipe = EasyAnimatePipeline.from_pretrained(inpaint_model, dtype=torch.float32)
         ipipe.set_progress_bar_config(disable=True)
