@@ -285,3 +285,40 @@ def test_preset_values_can_be_overridden():
     with torch.device("meta"):
         m = build_transformer("EasyAnimate-S/2", caption_channels=32, num_layers=3, sample_size=16)
     assert m.config.caption_channels == 32 and len(m.transformer_blocks) == 3 and m.config.sample_size == 16
+
+
+def test_text_reading_motion_modules_start_as_identity_and_read_the_caption(tmp_path):
+    """`motion_text_attention`: the motion modules cross-attend to the caption (the only part that knows the
+    frame order can read how things should move). Added to trained modules it changes nothing until it learns
+    (zero output projection); once it has weights, another caption changes the motion; it saves and loads."""
+    from easyanimate.models import VideoTransformer3DModel, build_transformer
+
+    torch.manual_seed(0)
+    plain = build_transformer("tiny", sample_size=4, caption_channels=32, motion_module_mode="vanilla")
+    with torch.no_grad():
+        for p in plain.motion_modules.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    reads = build_transformer(
+        "tiny", sample_size=4, caption_channels=32, motion_module_mode="vanilla", motion_text_attention=True
+    )
+    result = reads.load_state_dict(plain.state_dict(), strict=False)
+    assert (
+        result.missing_keys and all(".text_" in k for k in result.missing_keys) and not result.unexpected_keys
+    )
+    x, t, mask = torch.randn(2, 4, 5, 8, 8), torch.tensor([500, 500]), torch.ones(2, 7)
+    caption, other = torch.randn(2, 7, 32), torch.randn(2, 7, 32)
+    with torch.no_grad():
+        assert torch.equal(plain(x, t, caption, mask).sample, reads(x, t, caption, mask).sample)
+        for name, p in reads.named_parameters():
+            if "text_attn.to_out" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+        a, b = reads(x, t, caption, mask).sample, reads(x, t, other, mask).sample
+        module = reads.motion_modules["0"]
+        seq, ids = torch.randn(3, 5, module.dim), torch.arange(5)
+        ctx = reads.caption_projection(caption).view(2, 7, -1)
+        direct = module(seq, ids, ctx[:1].expand(3, -1, -1)) - module(seq, ids, ctx[1:].expand(3, -1, -1))
+    assert direct.abs().max() > 1e-3  # the module itself reads the caption
+    assert not torch.allclose(a - b, plain(x, t, caption, mask).sample - plain(x, t, other, mask).sample)
+    reads.save_pretrained(tmp_path / "t")
+    again = VideoTransformer3DModel.from_pretrained(tmp_path / "t")
+    assert again.config.motion_text_attention and torch.equal(again(x, t, caption, mask).sample, a)

@@ -31,6 +31,7 @@ MOTION_CONFIG_KEYS = (
     "motion_ff_mult",
     "motion_num_heads",
     "motion_attention_kinds",
+    "motion_text_attention",
 )
 T, G = "temporal", "global"
 # upstream EasyAnimate's released layouts (`motion_attention_kinds`: the layers of even and of odd blocks)
@@ -83,6 +84,7 @@ class MotionAdapter(ModelMixin, ConfigMixin):
         norm_eps: float = 1e-6,
         motion_num_heads: int | None = None,
         motion_attention_kinds: list[list[str]] | None = None,
+        motion_text_attention: bool = False,
     ):
         super().__init__()
         self.width = num_attention_heads * attention_head_dim
@@ -103,6 +105,7 @@ class MotionAdapter(ModelMixin, ConfigMixin):
                     num_attention_layers=motion_num_attention_layers,
                     ff_mult=motion_ff_mult,
                     norm_eps=norm_eps,
+                    text_attention=motion_text_attention,
                 )
             self.add_module(str(i), module)
 

@@ -30,6 +30,7 @@ class MotionModule(nn.Module):
         num_attention_layers: int = 2,
         ff_mult: int = 4,
         norm_eps: float = 1e-6,
+        text_attention: bool = False,
     ):
         super().__init__()
         self.dim = dim
@@ -42,16 +43,39 @@ class MotionModule(nn.Module):
             )
             for _ in range(num_attention_layers)
         )
+        # optional: the caption reaches the module (cross-attention to the projected caption tokens), so the
+        # part that knows the frame order can also read the words that say how things move. Zero output
+        # projection: adding it to trained modules changes nothing until it learns.
+        self.text_norm = self.text_attn = None
+        if text_attention:
+            self.text_norm = nn.LayerNorm(dim, eps=norm_eps)
+            self.text_attn = Attention(
+                query_dim=dim, heads=num_heads, dim_head=head_dim, bias=True, processor=AttnProcessor2_0()
+            )
+            nn.init.zeros_(self.text_attn.to_out[0].weight)
+            nn.init.zeros_(self.text_attn.to_out[0].bias)
         self.ff_norm = nn.LayerNorm(dim, eps=norm_eps)
         self.ff = FeedForward(dim, mult=ff_mult, activation_fn="geglu")
         self.proj_out = nn.Linear(dim, dim)
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 
-    def forward(self, hidden_states: torch.Tensor, frame_ids: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        frame_ids: torch.Tensor,
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`context` `(N, L, D)` / `context_mask` `(N, 1, L)` (additive): the caption tokens of each sequence's
+        video, read by the optional text attention."""
         pe = sinusoidal_positions(frame_ids, self.dim).to(hidden_states.device, hidden_states.dtype)
         h = self.proj_in(self.norm_in(hidden_states))
         for norm, attn in zip(self.attn_norms, self.attentions):
             h = h + attn(norm(h) + pe)
+        if self.text_attn is not None and context is not None:
+            h = h + self.text_attn(
+                self.text_norm(h) + pe, encoder_hidden_states=context, attention_mask=context_mask
+            )
         h = h + self.ff(self.ff_norm(h))
         return hidden_states + self.proj_out(h)

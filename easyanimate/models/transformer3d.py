@@ -98,6 +98,7 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         motion_attention_kinds: list[list[str]] | None = None,
         long_skip_layout: str = "mirror",
         clip_channels: int | None = None,
+        motion_text_attention: bool = False,
     ):
         super().__init__()
         inner_dim = num_attention_heads * attention_head_dim
@@ -219,6 +220,13 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         x = seq.view(b, h // g, w // g, f, g, g, d).permute(0, 3, 1, 4, 2, 5, 6)
         return x.reshape(b * f, h * w, d)
 
+    @staticmethod
+    def _motion_text(context: torch.Tensor, mask: torch.Tensor | None, per_video: int) -> tuple:
+        """Each video's caption tokens (and additive mask) repeated for its `per_video` motion sequences."""
+        return context.repeat_interleave(per_video, dim=0), (
+            None if mask is None else mask.repeat_interleave(per_video, dim=0)
+        )
+
     def _run(self, module: nn.Module, *args):
         if torch.is_grad_enabled() and self.gradient_checkpointing:
             return self._gradient_checkpointing_func(module, *args)
@@ -300,9 +308,14 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         if clip_encoder_hidden_states is not None:
             clip_tokens = self.clip_projection(clip_encoder_hidden_states.to(context.dtype))
             context = torch.cat([context, clip_tokens], dim=1)
+        video_context, video_mask = (
+            context,
+            encoder_attention_mask,
+        )  # per video: for text-reading motion modules
         context = context.repeat_interleave(f, dim=0)
         if encoder_attention_mask is not None:
             encoder_attention_mask = encoder_attention_mask.repeat_interleave(f, dim=0)
+        reads_text = bool(self.config.get("motion_text_attention"))
 
         skips: dict[int, torch.Tensor] = {}
         for i, block in enumerate(self.transformer_blocks):
@@ -318,13 +331,20 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
                 x = self._run(block, x, None, context, encoder_attention_mask, t_mod, None, None)
             if kind is not None and f > 1:  # an image has no motion: F = 1 stays pure PixArt
                 seq, frame_ids = self._to_motion(x, kind, b, f, h, w)
-                seq = self._run(self.motion_modules[str(i)], seq, frame_ids)
+                text = self._motion_text(video_context, video_mask, seq.shape[0] // b) if reads_text else ()
+                seq = self._run(self.motion_modules[str(i)], seq, frame_ids, *text)
                 x = self._from_motion(seq, kind, b, f, h, w)
             elif kind is not None and self.training and torch.is_grad_enabled():
                 # Training on an image: a zero-weighted call of the module on one token leaves x exactly as
                 # it is but gives the module a (zero) gradient, so data-parallel training (DDP, DeepSpeed ZeRO,
                 # FSDP) reduces the same parameters on every process whatever kind of batch each step has.
-                probe = self._run(self.motion_modules[str(i)], x[:1, :1], torch.zeros(1, device=x.device))
+                text = self._motion_text(video_context[:1], None if video_mask is None else video_mask[:1], 1)
+                probe = self._run(
+                    self.motion_modules[str(i)],
+                    x[:1, :1],
+                    torch.zeros(1, device=x.device),
+                    *(text if reads_text else ()),
+                )
                 x = x + 0.0 * probe.sum()
             if i in self.skip_sources.values():
                 skips[i] = x
