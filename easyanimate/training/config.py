@@ -52,13 +52,11 @@ class ObjectiveConfig:
     time_sampling: str = (
         "logit_normal"  # flow: logit_normal | uniform | high_noise (half the draws in [0.75, 1])
     )
-    # flow: a shift growing with the token count instead of flow_shift (diffusers' dynamic shifting, saved with
-    # the sampler): log(shift) from flow_base_shift at flow_base_tokens to flow_max_shift at flow_max_tokens
-    flow_token_shift: bool = False
-    flow_base_shift: float = 0.5
-    flow_max_shift: float = 1.15
-    flow_base_tokens: int = 256
-    flow_max_tokens: int = 4096
+    flow_token_shift: bool = False  # flow: shift by the token count instead (diffusers' dynamic shifting)
+    flow_base_shift: float = 0.5  # flow_token_shift: log(shift) at flow_base_tokens
+    flow_max_shift: float = 1.15  # flow_token_shift: log(shift) at flow_max_tokens (linear in between)
+    flow_base_tokens: int = 256  # flow_token_shift: tokens (latent frames x patches) of flow_base_shift
+    flow_max_tokens: int = 4096  # flow_token_shift: tokens of flow_max_shift
 
     def __post_init__(self) -> None:
         if self.kind not in OBJECTIVES:
