@@ -46,12 +46,8 @@ class ObjectiveConfig:
     kind: str = "epsilon"  # epsilon | v_prediction | flow
     zero_terminal_snr: bool = False  # rescaled betas (Lin et al.): the last step is pure noise (v_prediction)
     snr_gamma: float | None = None  # min-SNR weighting, e.g. 5.0
-    flow_shift: float = (
-        1.0  # flow: shift of the training times (> 1: noisier, for large inputs); the sampler's
-    )
-    time_sampling: str = (
-        "logit_normal"  # flow: logit_normal | uniform | high_noise (half the draws in [0.75, 1])
-    )
+    flow_shift: float = 1.0  # flow: shift of the training times (> 1: noisier); saved with the sampler
+    time_sampling: str = "logit_normal"  # flow: logit_normal | uniform | high_noise (half in [0.75, 1])
     flow_token_shift: bool = False  # flow: shift by the token count instead (diffusers' dynamic shifting)
     flow_base_shift: float = 0.5  # flow_token_shift: log(shift) at flow_base_tokens
     flow_max_shift: float = 1.15  # flow_token_shift: log(shift) at flow_max_tokens (linear in between)
