@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--shift", type=float, default=5.0, help="flow shift of the training times")
     lp.add_argument("--time-sampling", default="logit_normal", help="logit_normal | uniform | high_noise")
     lp.add_argument("--seeds", type=int, default=1, help="generations per caption")
+    lp.add_argument("--clips", type=int, default=4, help="4 x looks (colour, shape, background), up to 24")
     lp.add_argument("--output", default=None, help="write the results here as JSON")
     return p
 
@@ -104,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
             pipe = load_pipeline(args.model, device="cpu")
             pipe.set_progress_bar_config(disable=True)
             objective = Objective("flow", flow_shift=args.shift, time_sampling=args.time_sampling)
-            results = direction_probe(pipe, args.steps, objective, seeds=tuple(range(args.seeds)))
+            results = direction_probe(
+                pipe, args.steps, objective, seeds=tuple(range(args.seeds)), clips=args.clips
+            )
             if args.output:
                 with open(args.output, "w") as fh:
                     json.dump(results, fh, indent=2)

@@ -26,11 +26,16 @@ from .shapes import read_video
 DIRECTIONS = ("left", "right", "up", "down")
 
 
-def probe_clips(
-    size: int = 64, frames: int = 9, color: str = "red", shape: str = "circle"
-) -> tuple[torch.Tensor, list[str]]:
-    """`(4, 3, F, H, W)` clips in [-1, 1] that differ only in direction, and their captions."""
-    scenes = [Scene(shape, color, d, "gray") for d in DIRECTIONS]
+PROBE_LOOKS = [("red", "circle", "gray"), ("blue", "square", "white"), ("green", "triangle", "black"),
+               ("yellow", "square", "gray"), ("purple", "circle", "white"), ("orange", "triangle", "gray")]  # fmt: skip
+
+
+def probe_clips(size: int = 64, frames: int = 9, count: int = 4) -> tuple[torch.Tensor, list[str]]:
+    """`(count, 3, F, H, W)` clips in [-1, 1] and their captions: the four directions, for `count / 4` looks
+    (colour, shape, background). Four clips differ only in their direction word."""
+    if count % 4 or not 4 <= count <= 4 * len(PROBE_LOOKS):
+        raise ValueError(f"count must be a multiple of 4 up to {4 * len(PROBE_LOOKS)}, got {count}")
+    scenes = [Scene(s, c, d, b) for c, s, b in PROBE_LOOKS[: count // 4] for d in DIRECTIONS]
     clips = [render(s, size, frames, np.random.default_rng(0)) for s in scenes]
     pixels = torch.from_numpy(np.stack(clips)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
     return pixels, [s.caption() for s in scenes]
@@ -47,13 +52,15 @@ def direction_probe(
     guidance_scale: float = 6.0,
     seeds: tuple[int, ...] = (0,),
     seed: int = 0,
+    clips: int = 4,
 ) -> dict[str, Any]:
     """Fine-tune a copy of `pipe.transformer` on the four probe clips and score it (the pipeline keeps its own
-    weights). `objective`: the flow training choices under test (default: the pipeline's sampler's)."""
+    weights). `objective`: the flow training choices under test (default: the pipeline's sampler's); `clips`:
+    4 (one look) or more (several looks: does the word carry across colours, shapes and backgrounds?)."""
     objective = objective or Objective.for_scheduler(pipe.scheduler)
     if objective.kind != "flow":
         raise ValueError(f"the probe trains a flow model; this objective is {objective.kind!r}")
-    pixels, captions = probe_clips(size, frames)
+    pixels, captions = probe_clips(size, frames, clips)
     with torch.no_grad():
         latents = pipe.vae.encode_latents(pixels).float()
         text, mask = pipe.encode_prompt(captions, do_classifier_free_guidance=False, device="cpu")[:2]
@@ -88,7 +95,7 @@ def direction_probe(
                 read.append(read_video((video * 255).round().astype(np.uint8)).direction)
     finally:
         pipe.transformer, pipe.scheduler = original, scheduler
-    wanted = [d for d in DIRECTIONS for _ in seeds]
+    wanted = [d for d in DIRECTIONS * (clips // 4) for _ in seeds]
     return {
         "steps": steps,
         "final_loss": float(np.mean(losses[-10:])),
