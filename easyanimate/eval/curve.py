@@ -19,7 +19,7 @@ import torch
 
 from ..data.synthetic import generate
 from ..data.video_io import read_frames
-from .demo import heldout_prompts
+from .demo import _generate, heldout_prompts
 from .sensitivity import caption_sensitivity
 from .shapes import read_video, score
 
@@ -49,10 +49,7 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     readings = []
     for i, prompt in enumerate(prompts):
-        frames = pipe(
-            prompt, num_frames=17, num_inference_steps=steps, guidance_scale=6.0,
-            generator=torch.Generator().manual_seed(seed + i), output_type="np",
-        ).frames[0]  # fmt: skip
+        frames = _generate(pipe, prompt, seed + i, steps=steps, guidance=6.0, frames=17)
         readings.append(read_video((frames * 255).round().astype(np.uint8)))
     row = score(readings, prompts)
     latents = [pipe.vae.encode_latents(c[None])[0] for c in clips]

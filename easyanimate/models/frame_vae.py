@@ -14,13 +14,18 @@ from .devices import execution_device
 from .shape_rule import ShapeRule
 
 
+def config_shape_rule(config) -> ShapeRule:
+    """Any frame count; 2^(blocks-1) spatial (SD's four blocks: 8x), from a config alone."""
+    return ShapeRule(1, 2 ** (len(config.get("block_out_channels", (64,) * 4)) - 1))
+
+
 class FrameVAE(AutoencoderKL):
     temporal_compression_ratio = 1
     frames_per_call = 8  # frames encoded / decoded together (a memory knob: results do not depend on it)
 
     @property
     def spatial_compression_ratio(self) -> int:
-        return 2 ** (len(self.config.block_out_channels) - 1)
+        return config_shape_rule(self.config).size_multiple
 
     def latent_frames(self, num_frames: int) -> int:
         if num_frames < 1:

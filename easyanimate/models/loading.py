@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from .frame_vae import FrameVAE
+from .frame_vae import config_shape_rule as frame_shape_rule
 from .presets import TRANSFORMER_PRESETS, build_transformer
 from .shape_rule import ShapeRule
 from .slice_vae import VAE_PRESETS, SliceVAE, build_vae, config_shape_rule
@@ -68,7 +69,7 @@ def vae_shape_rule(config: dict[str, Any]) -> ShapeRule:
     if cls is UpstreamMagvitVAE:
         return upstream_shape_rule(config)
     if cls is FrameVAE:
-        return ShapeRule(1, 2 ** (len(config.get("block_out_channels", (0,) * 4)) - 1))
+        return frame_shape_rule(config)
     return config_shape_rule(config)
 
 

@@ -43,19 +43,19 @@ class ShapeRule:
         )
 
     @property
-    def frames_text(self) -> str:
-        """`1 + 4k (1, 5, 9, ...)` for the help texts and errors."""
-        examples = [
-            f for f in range(1, 4 * max(self.frame_block, self.temporal_ratio) + 2) if self.frames_ok(f)
-        ]
+    def frames_form(self) -> str:
+        """`1 + 4k`, `8k or 1 + 8k`, `1 or 9k`: the rule in short, for errors."""
         b = self.frame_block
         if not b:
-            form = f"1 + {self.temporal_ratio}k"
-        elif self.lone_first:
-            form = f"{b}k or 1 + {b}k"
-        else:
-            form = f"1 or {b}k"
-        return f"{form} ({', '.join(str(f) for f in examples[:4])}, ...)"
+            return f"1 + {self.temporal_ratio}k"
+        return f"{b}k or 1 + {b}k" if self.lone_first else f"1 or {b}k"
+
+    @property
+    def frames_text(self) -> str:
+        """`1 + 4k (1, 5, 9, ...)` for the help texts and errors."""
+        top = 4 * max(self.frame_block, self.temporal_ratio) + 2
+        examples = [str(f) for f in range(1, top) if self.frames_ok(f)][:4]
+        return f"{self.frames_form} ({', '.join(examples)}, ...)"
 
     def frames_ok(self, num_frames: int) -> bool:
         if num_frames < 1:
@@ -81,8 +81,9 @@ class ShapeRule:
     def check_frames(self, num_frames: int, name: str = "num_frames") -> None:
         if not self.frames_ok(num_frames):
             below, above = self.nearest(num_frames)
-            form = self.frames_text.split(" (")[0]
-            raise ValueError(f"{name} must be {form}, got {num_frames} (nearest: {below} or {above})")
+            raise ValueError(
+                f"{name} must be {self.frames_form}, got {num_frames} (nearest: {below} or {above})"
+            )
 
     def check_size(self, height: int, width: int) -> None:
         if not (self.size_ok(height) and self.size_ok(width)):

@@ -14,9 +14,7 @@ temporal slice to the next); this class owns the slicing policy and its guarante
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from typing import Any
 
 import torch
@@ -29,6 +27,7 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 from diffusers.utils.torch_utils import randn_tensor
 
 from .devices import execution_device
+from .local import read_local_config
 from .shape_rule import ShapeRule, nearest_valid_frames
 from .upstream_vae import UPSTREAM_VAE_KEYS
 
@@ -200,14 +199,7 @@ class SliceVAE(AutoencoderKLMagvit):
         """A SliceVAE / AutoencoderKLMagvit folder (local: nothing is downloaded). Upstream EasyAnimate's V2 / V3
         VAE folders are refused by name: this class would drop their mid-block attention and decode something
         else (`load_vae` loads them as `UpstreamMagvitVAE`)."""
-        folder = str(pretrained_model_name_or_path)
-        if kwargs.get("subfolder"):
-            folder = os.path.join(folder, kwargs["subfolder"])
-        config_path = os.path.join(folder, "config.json")
-        if not os.path.isfile(config_path):
-            raise FileNotFoundError(f"no VAE config.json in {folder} (a local VAE folder is expected)")
-        with open(config_path) as fh:
-            config = json.load(fh)
+        folder, config = read_local_config(pretrained_model_name_or_path, kwargs.get("subfolder"), "VAE")
         upstream = [k for k in UPSTREAM_VAE_KEYS if k in config]
         if upstream:
             raise ValueError(

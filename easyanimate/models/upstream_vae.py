@@ -19,8 +19,6 @@ smoothing (`smooth_seams`) re-encodes the frames around every slice border and a
 from __future__ import annotations
 
 import ast
-import json
-import os
 from typing import Any
 
 import torch
@@ -33,6 +31,7 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
 from .devices import execution_device
+from .local import read_local_config
 from .pixart_weights import read_weights
 from .shape_rule import ShapeRule
 
@@ -303,23 +302,16 @@ class UpstreamMagvitVAE(ModelMixin, ConfigMixin):
         self.decoder = Decoder(latent_channels, out_channels, args[0], up, *args[1:])
         self.quant_conv = nn.Conv3d(2 * latent_channels, 2 * latent_channels, kernel_size=1)
         self.post_quant_conv = nn.Conv3d(latent_channels, latent_channels, kernel_size=1)
-        rule = config_shape_rule(self.config)
-        self.spatial_compression_ratio = rule.size_multiple
-        self.temporal_compression_ratio = rule.temporal_ratio
+        self.frame_rule = config_shape_rule(self.config)  # frames / sizes this VAE takes (config-derived)
+        self.spatial_compression_ratio = self.frame_rule.size_multiple
+        self.temporal_compression_ratio = self.frame_rule.temporal_ratio
         self.smooth_seams = False  # upstream's extra decode pass over the slice borders (`smooth`)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> UpstreamMagvitVAE:
         """A local upstream V2 / V3 VAE folder (config.json + weights), loaded strictly: a missing or extra
         tensor is an error naming it (diffusers would leave it random and warn)."""
-        folder = str(pretrained_model_name_or_path)
-        if kwargs.get("subfolder"):
-            folder = os.path.join(folder, kwargs["subfolder"])
-        config_path = os.path.join(folder, "config.json")
-        if not os.path.isfile(config_path):
-            raise FileNotFoundError(f"no VAE config.json in {folder} (a local VAE folder is expected)")
-        with open(config_path) as fh:
-            config = json.load(fh)
+        folder, config = read_local_config(pretrained_model_name_or_path, kwargs.get("subfolder"), "VAE")
         if not is_upstream_vae_config(config):
             raise ValueError(
                 f"{folder} is not upstream EasyAnimate's V2 / V3 VAE (its config has none of {UPSTREAM_VAE_KEYS})"
@@ -335,10 +327,6 @@ class UpstreamMagvitVAE(ModelMixin, ConfigMixin):
         return model.to(dtype).eval() if dtype is not None else model.eval()
 
     # ---------------------------------------------------------------------------------------------- rules
-
-    @property
-    def frame_rule(self) -> ShapeRule:
-        return config_shape_rule(self.config)
 
     @property
     def shape_rule(self) -> ShapeRule:

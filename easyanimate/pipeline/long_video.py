@@ -40,9 +40,10 @@ def generate_long_video(
     ours) and smaller than `num_frames`; with upstream's block VAEs the segments also advance by whole blocks,
     so the kept frames are the first latents' frames."""
     rule = pipe.shape_rule
-    form = rule.frames_text.split(" (")[0]
     if not rule.frames_ok(overlap) or overlap >= num_frames:
-        raise ValueError(f"overlap must be {form} frames and < num_frames={num_frames}, got {overlap}")
+        raise ValueError(
+            f"overlap must be {rule.frames_form} frames and < num_frames={num_frames}, got {overlap}"
+        )
     if rule.frame_block and (num_frames - overlap) % rule.frame_block:
         raise ValueError(
             f"num_frames - overlap must be a multiple of {rule.frame_block} for this VAE, got "
