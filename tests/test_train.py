@@ -75,7 +75,7 @@ def eval_loss(transformer, pipeline_dir, shapes_dir, cfg: TrainConfig, kind: str
     pixels = torch.stack([ds[i]["pixels"] for i in range(len(records))])
     feats, mask = text([r.text for r in records])
     o = cfg.objective
-    objective = Objective(o.kind, o.zero_terminal_snr, o.snr_gamma, o.flow_shift)
+    objective = Objective(o.kind, o.zero_terminal_snr, o.snr_gamma, o.flow_shift, pyramid=o.pyramid())
     transformer.eval()
     total = 0.0
     for d in range(draws):
@@ -203,6 +203,7 @@ def test_lora_training_keeps_base_and_loads_in_the_cli(tmp_path, base_pipeline, 
             "DPMSolverMultistepScheduler",
         ),
         ("flow", {"objective.flow_shift": 2.0}, "FlowMatchEulerDiscreteScheduler"),
+        ("flow", {"objective.pyramid_stages": 2}, "PyramidFlowScheduler"),  # spatial pyramid: 2 sizes
     ],
 )
 def test_each_objective_trains_and_saves_its_sampler(

@@ -15,6 +15,7 @@ import torch
 from diffusers import DDPMScheduler
 from diffusers.training_utils import compute_snr
 
+from .pyramid import PyramidSchedule, stage_noise
 from .samplers import DIFFUSION_DEFAULTS, get_scheduler, objective_settings
 
 OBJECTIVES = ("epsilon", "v_prediction", "flow")
@@ -74,6 +75,7 @@ class Objective:
         flow_shift: float = 1.0,
         time_sampling: str = "logit_normal",
         token_shift: TokenShift | None = None,
+        pyramid: PyramidSchedule | None = None,
     ):
         if kind not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {kind!r}")
@@ -81,7 +83,12 @@ class Objective:
             raise ValueError(f"time_sampling must be one of {TIME_SAMPLING}, got {time_sampling!r}")
         if token_shift is not None and flow_shift != 1.0:
             raise ValueError("give a fixed flow_shift or a token-count shift, not both")
+        if pyramid is not None and (kind != "flow" or token_shift is not None or flow_shift != 1.0):
+            raise ValueError(
+                "a pyramid is a flow objective whose stage windows set the noise levels: no shift"
+            )
         self.kind, self.snr_gamma, self.flow_shift = kind, snr_gamma, flow_shift
+        self.pyramid = pyramid
         self.time_sampling, self.token_shift = time_sampling, token_shift
         self.zero_terminal_snr = zero_terminal_snr
         if kind != "flow":
@@ -93,6 +100,8 @@ class Objective:
     def for_scheduler(cls, scheduler) -> Objective:
         """The objective a pipeline's sampler was made for (its prediction type, zero-SNR choice, shift)."""
         settings = objective_settings(scheduler)
+        if "pyramid" in settings:
+            return cls("flow", pyramid=settings["pyramid"])
         dynamic = scheduler.config.get("use_dynamic_shifting") and settings["prediction_type"] == "flow"
         token_shift = None
         if dynamic:
@@ -107,12 +116,16 @@ class Objective:
 
     @property
     def default_sampler(self) -> str:
+        if self.pyramid is not None:
+            return "Pyramid"
         return "Flow" if self.kind == "flow" else "DPM++"
 
     def sampler(self, name: str | None = None):
         """Sampler `name` (None: this objective's default) configured for this objective: what validation
         and the saved pipeline use."""
         name = name or self.default_sampler
+        if self.pyramid is not None:
+            return get_scheduler(name, "flow", pyramid=self.pyramid)
         if self.kind == "flow":
             dynamic = self.token_shift.scheduler_config() if self.token_shift else {}
             return get_scheduler(name, "flow", shift=self.flow_shift, **dynamic)
@@ -143,6 +156,8 @@ class Objective:
         """Noised at random levels: for flow drawn by `time_sampling` then shifted (by the token count's shift
         when one is set: `tokens` per sample); uniform timesteps otherwise."""
         b = x0.shape[0]
+        if self.pyramid is not None:
+            return self.pyramid_noise(x0, noise, generator)
         if self.kind == "flow":
             level = shift_levels(self.flow_times(b, generator, x0.device), self.shift_for(tokens))
         else:
@@ -150,6 +165,18 @@ class Objective:
             t = torch.randint(0, steps, (b,), generator=generator, device=x0.device)
             level = t / (steps - 1)
         return self.noise_at(x0, noise, level)
+
+    def pyramid_noise(
+        self, x0: torch.Tensor, noise: torch.Tensor, generator: torch.Generator, stage: int | None = None
+    ) -> NoisedBatch:
+        """Pyramid flow: one stage for the micro-batch (one latent size per forward pass; drawn uniformly unless
+        given), each sample at its own point of the stage's window (`time_sampling`), at the stage's size."""
+        pyr = self.pyramid
+        if stage is None:
+            stage = int(torch.randint(pyr.stages, (1,), generator=generator, device=generator.device))
+        u = self.flow_times(x0.shape[0], generator, x0.device)
+        z, level, velocity = pyr.point(x0, stage_noise(noise, pyr.factor(stage)), stage, u)
+        return NoisedBatch(z, level * 1000, velocity, torch.ones(x0.shape[0], device=x0.device))
 
     def noise_at(self, x0: torch.Tensor, noise: torch.Tensor, level: torch.Tensor) -> NoisedBatch:
         """Noised at given levels `(B,)` in [0, 1]: the flow sigma, or timestep / (steps - 1) for diffusion."""

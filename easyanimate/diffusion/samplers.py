@@ -2,6 +2,7 @@
 
     get_scheduler("DPM++", prediction_type="v_prediction", zero_terminal_snr=True)
     get_scheduler("Flow", "flow", shift=3.0)          # flow matching (rectified flow) models
+    get_scheduler("Pyramid", "flow", pyramid=PyramidSchedule(3))  # spatial-pyramid flow models
     swap_scheduler(pipe.scheduler, "DDIM")             # another sampler for the same model
 
 Diffusion models (epsilon / v_prediction) use PixArt's training schedule (linear betas 1e-4..2e-2, 1000
@@ -28,6 +29,9 @@ from diffusers import (
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from .pyramid import PyramidSchedule
+from .pyramid_sampler import PyramidFlowScheduler
+
 SAMPLERS: dict[str, type] = {
     "Euler": EulerDiscreteScheduler,
     "Euler A": EulerAncestralDiscreteScheduler,
@@ -36,7 +40,9 @@ SAMPLERS: dict[str, type] = {
     "DDIM": DDIMScheduler,
     "UniPC": UniPCMultistepScheduler,
     "Flow": FlowMatchEulerDiscreteScheduler,
+    "Pyramid": PyramidFlowScheduler,
 }
+FLOW_SAMPLERS = ("Flow", "Pyramid")  # "Pyramid": spatial-pyramid flow models only (their stage layout)
 PREDICTION_TYPES = ("epsilon", "v_prediction", "flow")
 
 DIFFUSION_DEFAULTS: dict[str, Any] = dict(
@@ -59,7 +65,7 @@ _FLOW_SCHEDULE_KEYS = (
 
 
 def prediction_type_of(scheduler: SchedulerMixin) -> str:
-    if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
+    if isinstance(scheduler, (FlowMatchEulerDiscreteScheduler, PyramidFlowScheduler)):
         return "flow"
     return scheduler.config.get("prediction_type", "epsilon")
 
@@ -67,6 +73,8 @@ def prediction_type_of(scheduler: SchedulerMixin) -> str:
 def objective_settings(scheduler: SchedulerMixin) -> dict[str, Any]:
     """What the model's objective asked of this scheduler: prediction type, zero terminal SNR, flow shift."""
     ptype = prediction_type_of(scheduler)
+    if isinstance(scheduler, PyramidFlowScheduler):
+        return {"prediction_type": ptype, "pyramid": scheduler.schedule}
     if ptype == "flow":
         return {"prediction_type": ptype, "shift": scheduler.config.get("shift", 1.0)}
     return {
@@ -81,21 +89,36 @@ def get_scheduler(
     *,
     zero_terminal_snr: bool = False,
     shift: float = 1.0,
+    pyramid: PyramidSchedule | None = None,
     **schedule: Any,
 ) -> SchedulerMixin:
     """A fresh scheduler for sampler `name` fitting a model trained with this objective.
 
-    `schedule`: training-schedule overrides (betas, number of train timesteps). Unknown names list the valid
-    ones; a sampler that cannot serve the objective is refused with the reason.
+    `schedule`: training-schedule overrides (betas, number of train timesteps). `pyramid`: the stage layout of a
+    spatial-pyramid flow model (its only sampler is "Pyramid"). Unknown names list the valid ones; a sampler
+    that cannot serve the objective is refused with the reason.
     """
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose from {list(SAMPLERS)}")
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
-    if (name == "Flow") != (prediction_type == "flow"):
+    if (name in FLOW_SAMPLERS) != (prediction_type == "flow"):
         raise ValueError(
-            f"sampler {name!r} does not fit a {prediction_type!r} model: flow-matching models take 'Flow', "
-            f"diffusion models take {[n for n in SAMPLERS if n != 'Flow']}"
+            f"sampler {name!r} does not fit a {prediction_type!r} model: flow-matching models take 'Flow' "
+            "(spatial-pyramid ones 'Pyramid'), "
+            f"diffusion models take {[n for n in SAMPLERS if n not in FLOW_SAMPLERS]}"
+        )
+    if (name == "Pyramid") != (pyramid is not None):
+        raise ValueError(
+            "a spatial-pyramid flow model samples with 'Pyramid' only"
+            if pyramid is not None
+            else "sampler 'Pyramid' serves spatial-pyramid flow models only (their stage layout); use 'Flow'"
+        )
+    if pyramid is not None:
+        return PyramidFlowScheduler(
+            num_train_timesteps=schedule.get("num_train_timesteps", 1000),
+            stages=pyramid.stages,
+            boundaries=list(pyramid.boundaries),
         )
     cls = SAMPLERS[name]
     if name == "Flow":
@@ -123,9 +146,11 @@ def swap_scheduler(current: SchedulerMixin, name: str) -> SchedulerMixin:
 def samplers_for(scheduler: SchedulerMixin) -> list[str]:
     """The sampler names that serve the model this scheduler was saved with (its objective's)."""
     settings = objective_settings(scheduler)
+    if "pyramid" in settings:
+        return ["Pyramid"]
     if settings["prediction_type"] == "flow":
         return ["Flow"]
-    refused = {"Flow", "PNDM"} if settings.get("zero_terminal_snr") else {"Flow"}
+    refused = {*FLOW_SAMPLERS, "PNDM"} if settings.get("zero_terminal_snr") else set(FLOW_SAMPLERS)
     return [n for n in SAMPLERS if n not in refused]
 
 
@@ -144,4 +169,6 @@ def load_scheduler(pipeline_folder: str) -> SchedulerMixin:
     folder = os.path.join(pipeline_folder, "scheduler")
     with open(os.path.join(folder, "scheduler_config.json")) as fh:
         class_name = json.load(fh)["_class_name"]
+    if class_name == PyramidFlowScheduler.__name__:  # ours, not diffusers'
+        return PyramidFlowScheduler.from_pretrained(folder)
     return getattr(diffusers, class_name).from_pretrained(folder)

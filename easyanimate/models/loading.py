@@ -103,7 +103,21 @@ def pipeline_shape_rule(folder: str) -> ShapeRule:
     """The frame / size rule of a pipeline folder (its VAE's ratios x its transformer's patch), read from the
     configs alone: the web UI checks a request before it loads any weights."""
     vae = vae_shape_rule(read_vae_config(os.path.join(folder, "vae")))
-    return vae.with_patch(transformer_patch_size(os.path.join(folder, "transformer")))
+    rule = vae.with_patch(transformer_patch_size(os.path.join(folder, "transformer")))
+    return rule.with_patch(pyramid_factor(folder))
+
+
+def pyramid_factor(folder: str) -> int:
+    """How much smaller a spatial-pyramid model's coarsest stage is per side (its saved sampler says; 1 for
+    every other model): sizes must be whole patches at every stage."""
+    path = os.path.join(folder, "scheduler", "scheduler_config.json")
+    if not os.path.isfile(path):
+        return 1
+    with open(path) as fh:
+        config = json.load(fh)
+    return (
+        2 ** (int(config.get("stages", 1)) - 1) if config.get("_class_name") == "PyramidFlowScheduler" else 1
+    )
 
 
 def pipeline_default_size(folder: str) -> int:

@@ -115,8 +115,17 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
 
     @property
     def shape_rule(self) -> ShapeRule:
-        """Frames `1 + rk` (the VAE's temporal ratio r); sizes multiples of VAE downsampling x patch size."""
-        return ShapeRule.of(self.vae, self.transformer)
+        """Frames `1 + rk` (the VAE's temporal ratio r); sizes multiples of VAE downsampling x patch size (x the
+        coarsest stage's factor for a spatial-pyramid model: every stage is whole patches)."""
+        rule = ShapeRule.of(self.vae, self.transformer)
+        if self.pyramid is not None:
+            rule = rule.with_patch(self.pyramid.coarsest)
+        return rule
+
+    @property
+    def pyramid(self):
+        """The stage layout of a spatial-pyramid flow model (its sampler's), else None."""
+        return getattr(self.scheduler, "schedule", None) if hasattr(self.scheduler, "initial_shape") else None
 
     @property
     def size_factor(self) -> int:
@@ -240,9 +249,22 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
 
     # ----------------------------------------------------------------------------------------------- sampling
 
-    def _timesteps(self, steps: int, strength: float, device, tokens: int | None = None) -> torch.Tensor:
+    def _timesteps(
+        self,
+        steps: int,
+        strength: float,
+        device,
+        tokens: int | None = None,
+        stage_steps: list[int] | None = None,
+    ) -> torch.Tensor:
         """The sampler's timesteps (`strength` < 1: the last part, video-to-video). A flow sampler saved with a
-        token-count shift (`use_dynamic_shifting`) shifts for `tokens`, as training did."""
+        token-count shift (`use_dynamic_shifting`) shifts for `tokens`, as training did; a pyramid sampler takes
+        `stage_steps` (coarsest stage first) in place of an even split of `steps`."""
+        if self.pyramid is not None:
+            self.scheduler.set_timesteps(steps, device=device, stage_steps=stage_steps)
+            return self.scheduler.timesteps
+        if stage_steps is not None:
+            raise ValueError("stage_steps is for spatial-pyramid models; this model has one stage")
         if self.scheduler.config.get("use_dynamic_shifting"):
             self.scheduler.set_timesteps(
                 steps, device=device, mu=Objective.for_scheduler(self.scheduler).token_shift.mu(tokens)
@@ -310,6 +332,7 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
         known_latents: torch.Tensor | None = None,
         keep_start_latent: bool = True,
         max_sequence_length: int = 120,
+        stage_steps: list[int] | None = None,
         output_type: str = "np",
         return_dict: bool = True,
         callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | PipelineCallback | None = None,
@@ -323,6 +346,8 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
         is kept (start image, head frames), also re-impose its latent frame (the causal VAE encodes frame 0
         alone), so frame 0 comes out as the VAE's reconstruction of it, not the model's regeneration.
         prompt_embeds / negative_prompt_embeds (+ attention masks): text features in place of prompts.
+        stage_steps: a spatial-pyramid model's steps per stage, coarsest first (default: num_inference_steps
+        split evenly).
         callback_on_step_end(pipe, step, timestep, callback_kwargs) after every step, with the tensors named in
         callback_on_step_end_tensor_inputs (default: latents); what it returns replaces them.
         """
@@ -355,6 +380,11 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
             raise ValueError(
                 "start/end images need an image-to-video (InP) transformer with in_channels = 2*C + 1 (or 3*C); "
                 f"this one has in_channels={self.transformer.config.in_channels}"
+            )
+        if self.pyramid is not None and (video is not None or known_latents is not None or wants_inpaint):
+            raise ValueError(
+                "a spatial-pyramid model starts from noise at its coarsest stage: video-to-video, known latents "
+                "and start/end images are not supported with it"
             )
         device = self._execution_device
 
@@ -421,8 +451,10 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
         shape = (batch, self.latent_channels, self.vae.latent_frames(num_frames), height // s, width // s)
         p = self.transformer.config.patch_size
         timesteps = self._timesteps(
-            num_inference_steps, strength, device, shape[2] * (shape[3] // p) * (shape[4] // p)
+            num_inference_steps, strength, device, shape[2] * (shape[3] // p) * (shape[4] // p), stage_steps
         )
+        if self.pyramid is not None:  # sampling starts at the coarsest stage's size
+            shape = self.scheduler.initial_shape(shape)
         if self.inpaint_kind == "upstream" and condition is None:
             c = self.latent_channels
             condition = torch.zeros(1, 2 * c, *shape[2:], device=device)

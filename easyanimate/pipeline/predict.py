@@ -46,6 +46,17 @@ unit_float = _number_flag(float, lambda v: 0 < v <= 1, "in (0, 1]")
 fps_int = _number_flag(int, lambda v: 1 <= v <= 240, "a frame rate in 1..240")
 
 
+def step_list(text: str) -> list[int]:
+    """`10,8,7` -> [10, 8, 7] (positive step counts)."""
+    try:
+        steps = [int(v) for v in text.split(",")]
+    except ValueError:
+        steps = []
+    if not steps or min(steps) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive step counts separated by commas, got {text!r}")
+    return steps
+
+
 def add_device_arguments(p: argparse.ArgumentParser) -> None:
     """Where and how models sit in memory: the CLIs' and the web UI's shared flags."""
     p.add_argument(
@@ -81,9 +92,15 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--sampler",
         default=None,
-        help="Euler, Euler A, DPM++, PNDM, DDIM, UniPC or Flow (default: the model's)",
+        help="Euler, Euler A, DPM++, PNDM, DDIM, UniPC, Flow or Pyramid (default: the model's)",
     )
     p.add_argument("--steps", type=positive_int, default=25, help="denoising steps")
+    p.add_argument(
+        "--stage-steps",
+        type=step_list,
+        default=None,
+        help="spatial-pyramid models: steps per stage, coarsest first, e.g. 10,8,7 (default: --steps split evenly)",
+    )
     p.add_argument(
         "--guidance-scale", type=finite_float, default=6.0, help="CFG scale; <= 1 disables guidance"
     )
@@ -270,6 +287,8 @@ def run(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> dict[s
         guidance_scale=args.guidance_scale,
         generator=generator,
     )
+    if getattr(args, "stage_steps", None):
+        kwargs["stage_steps"] = args.stage_steps
     total = getattr(args, "total_frames", None)
     if total and total > args.num_frames:
         from .long_video import generate_long_video

@@ -15,6 +15,7 @@ from ..config import check_bounds
 from ..data.formats import FORMATS
 from ..data.masks import MaskConfig
 from ..diffusion.objectives import OBJECTIVES, TIME_SAMPLING, Objective, TokenShift
+from ..diffusion.pyramid import PyramidSchedule
 from .scaffold import OPTIMIZATION_BOUNDS, REPORT_TO
 from .strategies import MODES
 
@@ -53,6 +54,10 @@ class ObjectiveConfig:
     flow_max_shift: float = 1.15  # flow_token_shift: log(shift) at flow_max_tokens (linear in between)
     flow_base_tokens: int = 256  # flow_token_shift: tokens (latent frames x patches) of flow_base_shift
     flow_max_tokens: int = 4096  # flow_token_shift: tokens of flow_max_shift
+    pyramid_stages: int = 1  # flow: > 1 trains a spatial pyramid (stage k at 1/2^k size; 3 as Pyramid Flow)
+    pyramid_boundaries: list[float] | None = (
+        None  # pyramid: where stages 1..K-1 end (noise levels); None: k/K
+    )
 
     def __post_init__(self) -> None:
         if self.kind not in OBJECTIVES:
@@ -74,6 +79,23 @@ class ObjectiveConfig:
             raise ValueError("objective: set flow_shift or flow_token_shift, not both")
         if self.flow_token_shift and self.flow_max_tokens <= self.flow_base_tokens:
             raise ValueError("objective.flow_max_tokens must be above flow_base_tokens")
+        if self.pyramid_stages > 1 or self.pyramid_boundaries is not None:
+            if self.kind != "flow" or self.flow_token_shift or self.flow_shift != 1.0:
+                raise ValueError(
+                    "objective.pyramid_stages needs kind: flow without flow_shift / flow_token_shift (the stage "
+                    "windows set the noise levels)"
+                )
+            try:
+                self.pyramid()
+            except ValueError as err:
+                raise ValueError(f"objective: {err}") from None
+
+    def pyramid(self) -> PyramidSchedule | None:
+        """The spatial pyramid these settings ask for (None: plain flow)."""
+        if self.pyramid_stages <= 1 and self.pyramid_boundaries is None:
+            return None
+        bounds = None if self.pyramid_boundaries is None else tuple(self.pyramid_boundaries)
+        return PyramidSchedule(self.pyramid_stages, bounds)
 
     def build(self) -> Objective:
         """The `Objective` these settings describe."""
@@ -89,6 +111,7 @@ class ObjectiveConfig:
             self.flow_shift,
             time_sampling=self.time_sampling,
             token_shift=token_shift,
+            pyramid=self.pyramid(),
         )
 
 
@@ -231,5 +254,9 @@ class TrainConfig:
             raise ValueError(f"t2v_stage must be 1, 2 or 3, got {self.t2v_stage}")
         if self.model.train_text_encoder and self.mode not in ("t2i", "t2v"):
             raise ValueError(f"train_text_encoder applies to t2i and t2v, not mode {self.mode!r}")
+        if self.objective.pyramid() is not None and self.mode == "inpaint":
+            raise ValueError(
+                "objective.pyramid_stages: inpaint training keeps full-size conditions; use t2i / t2v"
+            )
         if self.validation.sampler is not None:  # checked now, not at the first validation
             self.objective.build().sampler(self.validation.sampler)

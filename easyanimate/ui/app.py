@@ -17,7 +17,7 @@ from .controller import Controller, UIError
 
 SHARED = [
     "base_model", "motion_module", "lora", "lora_weight", "sampler", "steps", "guidance", "seed",
-    "width", "height", "frames", "fps", "negative_prompt",
+    "width", "height", "frames", "fps", "negative_prompt", "stage_steps",
 ]  # fmt: skip
 DEFAULT_PROMPT = "a red circle moving right on a gray background"
 DEFAULT_NEGATIVE = "blurry, distorted, low quality"
@@ -66,7 +66,13 @@ def build_app(
             height = gr.Number(value=size, precision=0, label="Height", info=size_info)
             frames = gr.Number(value=frame_count, precision=0, label=frames_label, info="1 makes an image")
             fps = gr.Number(value=8, precision=0, label="FPS")
-        negative = gr.Textbox(label="Negative prompt", value=DEFAULT_NEGATIVE)
+        with gr.Row():
+            negative = gr.Textbox(label="Negative prompt", value=DEFAULT_NEGATIVE, scale=3)
+            stage_steps = gr.Textbox(
+                label="Pyramid stage steps",
+                value="",
+                info="spatial-pyramid models: steps per stage, coarsest first (e.g. 10,8,7); empty: Steps split",
+            )
         shared = [
             base,
             motion,
@@ -81,6 +87,7 @@ def build_app(
             frames,
             fps,
             negative,
+            stage_steps,
         ]
         dice.click(lambda: random.randint(0, 2**31 - 1), outputs=seed, api_name=False)
 

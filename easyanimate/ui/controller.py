@@ -6,6 +6,7 @@ and every bad value becomes a `UIError` with a message the page shows.
 
 from __future__ import annotations
 
+import argparse
 import os
 import threading
 import time
@@ -21,6 +22,7 @@ from ..models.motion_adapter import UPSTREAM_LAYOUTS, is_motion_adapter_folder
 from ..models.shape_rule import ShapeRule
 from ..models.upstream_transformer import is_upstream_motion_file
 from ..pipeline.memory import MEMORY_MODES, STORAGE_DTYPES, check_fits
+from ..pipeline.predict import step_list
 
 DEFAULT_FRAMES = 17  # at most this many frames by default (the nearest the model accepts)
 MAX_DEFAULT_SIDE = 512  # a model built for larger sides starts the page at this (a first try stays quick)
@@ -215,6 +217,12 @@ class Controller:
                     raise UIError("upload a video first")
                 extra = {"video": s["video"], "strength": float(s["strength"])}
             steps = int(s["steps"])
+            if (s.get("stage_steps") or "").strip():
+                try:
+                    extra["stage_steps"] = step_list(s["stage_steps"].strip())
+                except argparse.ArgumentTypeError as err:
+                    raise UIError(f"stage steps: {err}") from None
+                steps = sum(extra["stage_steps"])  # what the progress bar counts
             total = int(s.get("total_frames") or 0)
             try:
                 check_fits(pipe, int(s["height"]), int(s["width"]), int(s["frames"]), self.memory_mode,
