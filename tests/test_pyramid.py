@@ -228,3 +228,37 @@ def test_cli_and_web_ui_take_stage_steps(pyramid_dir, tmp_path):
         ui.generate({**s, "stage_steps": "two"})
     with pytest.raises(UIError, match="multiple of 32"):
         ui.generate({**s, "width": 16})
+
+
+def test_train_t2v_sh_with_the_pyramid_config(tmp_path, shapes_dir):
+    """The user's command: scripts/train_t2v.sh with config/train_t2v_pyramid.yaml (3 spatial stages and a
+    history compressed up to 4x, so 64 px buckets for the tiny 8x VAE and patch 2), validation through both
+    pyramids, the pipeline saved with them."""
+    import sys
+
+    from conftest import make_pipeline, run_command
+
+    base = make_pipeline(tmp_path / "base", sampler="Flow", prediction_type="flow")
+    env = {
+        **os.environ,
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+        "MODEL_NAME": base, "DATASET_NAME": shapes_dir, "OUTPUT_DIR": str(tmp_path / "t2v"),
+        "CONFIG": "config/train_t2v_pyramid.yaml",
+    }  # fmt: skip
+    args = ["optimization.max_steps=3", "data.base_size=64", "data.num_frames=5", "data.batch_size=2"]
+    args += [
+        "validation.steps=3",
+        "validation.num_frames=5",
+        "validation.inference_steps=3",
+        "validation.size=64",
+    ]
+    res = run_command(["sh", "scripts/train_t2v.sh", *args], timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    with open(tmp_path / "t2v" / "pipeline" / "scheduler" / "scheduler_config.json") as fh:
+        saved = json.load(fh)
+    assert saved["_class_name"] == "PyramidFlowScheduler" and saved["stages"] == 3
+    with open(tmp_path / "t2v" / "pipeline" / "transformer" / "config.json") as fh:
+        model = json.load(fh)  # the temporal pyramid too: frame by frame, history compressed
+    assert model["autoregressive_history"] == [1, 2, 4, 4] and model["motion_causal"] is True
+    validation = list((tmp_path / "t2v").rglob("*.mp4"))  # sampled with both pyramids during training
+    assert validation, sorted(p.name for p in (tmp_path / "t2v").rglob("*"))

@@ -17,6 +17,7 @@ from diffusers.training_utils import compute_snr
 
 from .pyramid import PyramidSchedule, stage_noise
 from .samplers import DIFFUSION_DEFAULTS, get_scheduler, objective_settings
+from .temporal_pyramid import TemporalPyramid
 
 OBJECTIVES = ("epsilon", "v_prediction", "flow")
 # how flow training draws noise levels before the shift: logit-normal (SD3; few draws near 0 or 1), uniform, or
@@ -60,8 +61,10 @@ def shift_levels(s: torch.Tensor, shift: float) -> torch.Tensor:
 
 @dataclass
 class NoisedBatch:
-    model_input: torch.Tensor
-    timesteps: torch.Tensor  # what the transformer sees (0..1000)
+    model_input: (
+        torch.Tensor | list[torch.Tensor]
+    )  # a list: an autoregressive model's history + present frame
+    timesteps: torch.Tensor  # what the transformer sees (0..1000); (B, frames) for a frame list
     target: torch.Tensor
     weight: torch.Tensor  # per sample
 
@@ -89,6 +92,7 @@ class Objective:
             )
         self.kind, self.snr_gamma, self.flow_shift = kind, snr_gamma, flow_shift
         self.pyramid = pyramid
+        self.temporal: TemporalPyramid | None = None  # set by `autoregressive` for frame-by-frame models
         self.time_sampling, self.token_shift = time_sampling, token_shift
         self.zero_terminal_snr = zero_terminal_snr
         if kind != "flow":
@@ -150,11 +154,29 @@ class Objective:
             raise ValueError("a token-count shift needs the number of tokens")
         return self.token_shift.shift(tokens)
 
+    def autoregressive(self, temporal: TemporalPyramid | None) -> Objective:
+        """This objective for a model that generates frame by frame (see `temporal_pyramid.py`)."""
+        self.temporal = temporal
+        return self
+
     def noise(
         self, x0: torch.Tensor, noise: torch.Tensor, generator: torch.Generator, tokens: int | None = None
     ) -> NoisedBatch:
         """Noised at random levels: for flow drawn by `time_sampling` then shifted (by the token count's shift
-        when one is set: `tokens` per sample); uniform timesteps otherwise."""
+        when one is set: `tokens` per sample); uniform timesteps otherwise. An autoregressive objective noises one
+        random frame of each clip and gives the clean, compressed frames before it as history (level 0)."""
+        if self.temporal is not None and x0.ndim == 5:
+            history, present, i = self.temporal.training_split(x0, generator)
+            frame_tokens = None if tokens is None else tokens // x0.shape[2]
+            noised = self._noise_one(present, noise[:, :, i], generator, frame_tokens)
+            levels = torch.zeros(x0.shape[0], len(history) + 1, device=x0.device)
+            levels[:, -1] = noised.timesteps.float()
+            return NoisedBatch([*history, noised.model_input], levels, noised.target, noised.weight)
+        return self._noise_one(x0, noise, generator, tokens)
+
+    def _noise_one(
+        self, x0: torch.Tensor, noise: torch.Tensor, generator: torch.Generator, tokens: int | None = None
+    ) -> NoisedBatch:
         b = x0.shape[0]
         if self.pyramid is not None:
             return self.pyramid_noise(x0, noise, generator)

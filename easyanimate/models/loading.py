@@ -40,11 +40,22 @@ def load_transformer(
         )
     with open(config_path) as fh:
         class_name = json.load(fh).get("_class_name")
+    # frame-by-frame generation is a behaviour of the motion modules, not a new layout: applied after loading,
+    # so a trained t2v model keeps its motion weights when it becomes autoregressive
+    history = options.pop("autoregressive_history", None)
+    causal = options.pop("motion_causal", None)
+    if causal is not None and bool(causal) != (history is not None):
+        raise ValueError(
+            "motion_causal comes with autoregressive_history (a frame-by-frame model) and not alone"
+        )
     if class_name in PIXART_CLASSES:
-        return VideoTransformer3DModel.from_pixart(source, **options)
-    model = VideoTransformer3DModel.from_pretrained(source)
-    if options:
-        model.set_motion_layout(**options)
+        model = VideoTransformer3DModel.from_pixart(source, **options)
+    else:
+        model = VideoTransformer3DModel.from_pretrained(source)
+        if options:
+            model.set_motion_layout(**options)
+    if history is not None:
+        model.set_autoregressive(list(history))
     return model
 
 
@@ -108,16 +119,22 @@ def pipeline_shape_rule(folder: str) -> ShapeRule:
 
 
 def pyramid_factor(folder: str) -> int:
-    """How much smaller a spatial-pyramid model's coarsest stage is per side (its saved sampler says; 1 for
-    every other model): sizes must be whole patches at every stage."""
+    """How much smaller than full size a pipeline folder's smallest latent is per side: a spatial-pyramid
+    model's coarsest stage (its saved sampler says), an autoregressive model's most compressed history frame
+    (its transformer config says); 1 for every other model. Sizes must be whole patches at every size."""
+    factor = 1
     path = os.path.join(folder, "scheduler", "scheduler_config.json")
-    if not os.path.isfile(path):
-        return 1
-    with open(path) as fh:
-        config = json.load(fh)
-    return (
-        2 ** (int(config.get("stages", 1)) - 1) if config.get("_class_name") == "PyramidFlowScheduler" else 1
-    )
+    if os.path.isfile(path):
+        with open(path) as fh:
+            config = json.load(fh)
+        if config.get("_class_name") == "PyramidFlowScheduler":
+            factor = 2 ** (int(config.get("stages", 1)) - 1)
+    path = os.path.join(folder, "transformer", "config.json")
+    if os.path.isfile(path):
+        with open(path) as fh:
+            history = json.load(fh).get("autoregressive_history") or [1]
+        factor = max(factor, *history)
+    return factor
 
 
 def pipeline_default_size(folder: str) -> int:

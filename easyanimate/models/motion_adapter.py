@@ -32,6 +32,7 @@ MOTION_CONFIG_KEYS = (
     "motion_num_heads",
     "motion_attention_kinds",
     "motion_text_attention",
+    "motion_causal",
 )
 T, G = "temporal", "global"
 # upstream EasyAnimate's released layouts (`motion_attention_kinds`: the layers of even and of odd blocks)
@@ -85,10 +86,13 @@ class MotionAdapter(ModelMixin, ConfigMixin):
         motion_num_heads: int | None = None,
         motion_attention_kinds: list[list[str]] | None = None,
         motion_text_attention: bool = False,
+        motion_causal: bool = False,
     ):
         super().__init__()
         self.width = num_attention_heads * attention_head_dim
         self.kinds = motion_layout(num_layers, motion_module_mode, motion_module_every)
+        if motion_causal and motion_module_mode == "easyanimate":
+            raise ValueError("motion_causal (autoregressive models) needs our motion modules, not upstream's")
         for i in self.kinds:
             if motion_module_mode == "easyanimate":
                 if not motion_num_heads or not motion_attention_kinds:
@@ -106,6 +110,7 @@ class MotionAdapter(ModelMixin, ConfigMixin):
                     ff_mult=motion_ff_mult,
                     norm_eps=norm_eps,
                     text_attention=motion_text_attention,
+                    causal=motion_causal,
                 )
             self.add_module(str(i), module)
 
@@ -125,6 +130,15 @@ class MotionAdapter(ModelMixin, ConfigMixin):
     @property
     def layout(self) -> dict[str, Any]:
         return {k: self.config.get(k) for k in MOTION_CONFIG_KEYS}
+
+    def set_causal(self, causal: bool) -> None:
+        """Make the modules causal in time (or not) keeping their weights: a trained t2v model becomes the start of
+        an autoregressive one."""
+        if causal and self.inside_blocks:
+            raise ValueError("motion_causal (autoregressive models) needs our motion modules, not upstream's")
+        for module in self.children():
+            module.causal = causal
+        self.register_to_config(motion_causal=causal)
 
     @property
     def inside_blocks(self) -> bool:

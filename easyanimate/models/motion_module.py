@@ -31,9 +31,11 @@ class MotionModule(nn.Module):
         ff_mult: int = 4,
         norm_eps: float = 1e-6,
         text_attention: bool = False,
+        causal: bool = False,
     ):
         super().__init__()
         self.dim = dim
+        self.causal = causal  # a token sees its own frame and earlier ones (autoregressive models)
         self.norm_in = nn.LayerNorm(dim, eps=norm_eps)
         self.proj_in = nn.Linear(dim, dim)
         self.attn_norms = nn.ModuleList(nn.LayerNorm(dim, eps=norm_eps) for _ in range(num_attention_layers))
@@ -70,9 +72,16 @@ class MotionModule(nn.Module):
         """`context` `(N, L, D)` / `context_mask` `(N, 1, L)` (additive): the caption tokens of each sequence's
         video, read by the optional text attention."""
         pe = sinusoidal_positions(frame_ids, self.dim).to(hidden_states.device, hidden_states.dtype)
+        mask = None
+        if self.causal:  # additive: -inf where the key's frame comes after the query's
+            later = frame_ids[None, :] > frame_ids[:, None]
+            mask = torch.zeros(later.shape, dtype=hidden_states.dtype, device=hidden_states.device)
+            mask = mask.masked_fill(later.to(mask.device), float("-inf"))[None].expand(
+                len(hidden_states), -1, -1
+            )
         h = self.proj_in(self.norm_in(hidden_states))
         for norm, attn in zip(self.attn_norms, self.attentions):
-            h = h + attn(norm(h) + pe)
+            h = h + attn(norm(h) + pe, attention_mask=mask)
         if self.text_attn is not None and context is not None:
             h = h + self.text_attn(
                 self.text_norm(h) + pe, encoder_hidden_states=context, attention_mask=context_mask

@@ -42,6 +42,25 @@ def skip_targets(num_layers: int, layout: str = "mirror") -> dict[int, int]:
     return {num_layers - 1 - i: i for i in range(half)}
 
 
+def check_history(history: list[int], causal: bool, kinds: dict[int, str]) -> None:
+    """An autoregressive model's history compression: factors that are powers of two, never shrinking with
+    distance; causal temporal or full motion modules."""
+    if (
+        not history
+        or any(f < 1 or f & (f - 1) for f in history)
+        or any(a > b for a, b in zip(history, history[1:]))
+    ):
+        raise ValueError(
+            f"autoregressive_history must be powers of two that grow with distance, got {history}"
+        )
+    if not causal:
+        raise ValueError(
+            "autoregressive_history needs motion_causal: the present frame may not see the future"
+        )
+    if not kinds or set(kinds.values()) - {"temporal", "full"}:
+        raise ValueError("an autoregressive model needs temporal or full motion modules (vanilla or hybrid)")
+
+
 class CLIPProjection(nn.Module):
     """A CLIP image embedding `(B, clip_channels)` -> `tokens` extra context tokens (upstream V3 InP models)."""
 
@@ -99,6 +118,8 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         long_skip_layout: str = "mirror",
         clip_channels: int | None = None,
         motion_text_attention: bool = False,
+        motion_causal: bool = False,
+        autoregressive_history: list[int] | None = None,
     ):
         super().__init__()
         inner_dim = num_attention_heads * attention_head_dim
@@ -152,6 +173,8 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         self.clip_projection = CLIPProjection(clip_channels, inner_dim) if clip_channels else None
 
         self._build_motion_modules()
+        if autoregressive_history is not None:
+            check_history(autoregressive_history, motion_causal, self.motion_kinds)
         self.skip_sources = skip_targets(num_layers, long_skip_layout) if use_long_skips else {}
         self.skip_linears = nn.ModuleDict(
             {str(j): nn.Linear(inner_dim, inner_dim) for j in self.skip_sources}
@@ -180,6 +203,20 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
                 f"unknown motion layout keys {sorted(unknown)}; valid: {list(MOTION_CONFIG_KEYS)}"
             )
         self.set_motion_adapter(MotionAdapter.for_transformer(self.config, **layout))
+
+    def set_autoregressive(self, history: list[int] | None) -> None:
+        """Make this model generate frame by frame (`history`: the compression factor of each earlier latent frame
+        it sees, by distance: [1, 2, 4, 4] sees 4 frames, the last at full size, the oldest two at 1/4; None:
+        back to whole clips). The motion modules become
+        causal in time and keep their weights; the choice is recorded in the config, so the saved model's
+        pipeline samples the same way."""
+        causal = history is not None
+        if causal:
+            check_history(history, True, self.motion_kinds)
+        self.motion_modules.set_causal(causal)
+        self.register_to_config(
+            motion_causal=causal, autoregressive_history=list(history) if causal else None
+        )
 
     def set_motion_adapter(self, adapter: MotionAdapter) -> None:
         """Hold `adapter` as this model's motion modules (its layout is recorded in the config)."""
@@ -258,7 +295,19 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
             clip_encoder_hidden_states: `(B, clip_channels)` CLIP image embedding -> extra context tokens after
                 the caption's, `clip_attention_mask` `(B, tokens)` their mask (upstream V3 InP models).
         Returns `(B, out_channels, F, H, W)` (or 4D for a 4D input).
+
+        `timestep` `(B, F)`: a noise level per frame (autoregressive models: clean history, noisy present).
+        `hidden_states` as a list of per-frame latents `(B, C, h_i, w_i)` of any sizes (an autoregressive model's
+        compressed history, then the frame being generated): returns the last frame's prediction (see
+        `frame_sequence.py`).
         """
+        if isinstance(hidden_states, (list, tuple)):
+            from .frame_sequence import forward_frame_list
+
+            out = forward_frame_list(
+                self, list(hidden_states), timestep, encoder_hidden_states, encoder_attention_mask
+            )
+            return Transformer2DModelOutput(sample=out) if return_dict else (out,)
         image_input = hidden_states.ndim == 4
         if image_input:
             hidden_states = hidden_states.unsqueeze(2)
@@ -277,6 +326,15 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         timestep = torch.as_tensor(timestep, device=hidden_states.device)
         if timestep.ndim == 0:
             timestep = timestep.expand(b)
+        per_frame = timestep.ndim == 2
+        if per_frame and (timestep.shape != (b, f) or self.use_additional_conditions):
+            raise ValueError(
+                f"per-frame timesteps must be (batch, frames) = {(b, f)}, got {tuple(timestep.shape)}"
+                + (
+                    " (and this model's resolution conditions take one timestep per video)"
+                    * self.use_additional_conditions
+                )
+            )
         if clip_encoder_hidden_states is not None and self.clip_projection is None:
             raise ValueError("clip_encoder_hidden_states given, but this model has no clip_projection")
         if clip_encoder_hidden_states is not None:
@@ -297,11 +355,16 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
 
         x = hidden_states.permute(0, 2, 1, 3, 4).reshape(b * f, -1, height, width)
         x = self.pos_embed(x)  # (B*F, h*w, D), 2D sin-cos computed for this grid
-        t_mod, t_emb = self.adaln_single(
-            timestep, added_cond_kwargs, batch_size=b, hidden_dtype=x.dtype
-        )  # computed once per video, shared by its frames
-        t_mod = t_mod.repeat_interleave(f, dim=0)
-        t_emb = t_emb.repeat_interleave(f, dim=0)
+        if per_frame:  # (B, F) -> one modulation per frame, frames already in the batch order
+            t_mod, t_emb = self.adaln_single(
+                timestep.reshape(-1), None, batch_size=b * f, hidden_dtype=x.dtype
+            )
+        else:
+            t_mod, t_emb = self.adaln_single(
+                timestep, added_cond_kwargs, batch_size=b, hidden_dtype=x.dtype
+            )  # computed once per video, shared by its frames
+            t_mod = t_mod.repeat_interleave(f, dim=0)
+            t_emb = t_emb.repeat_interleave(f, dim=0)
         context = encoder_hidden_states
         if self.caption_projection is not None:
             context = self.caption_projection(context).view(b, -1, x.shape[-1])

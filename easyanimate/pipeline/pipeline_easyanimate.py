@@ -28,6 +28,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..diffusion.objectives import Objective
 from ..diffusion.samplers import SAMPLERS, prediction_type_of, swap_scheduler
+from ..diffusion.temporal_pyramid import TemporalPyramid, temporal_pyramid_of
 from ..models.local import require_local
 from ..models.shape_rule import ShapeRule
 from ..models.text_encoder import TextEncoder
@@ -118,9 +119,16 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
         """Frames `1 + rk` (the VAE's temporal ratio r); sizes multiples of VAE downsampling x patch size (x the
         coarsest stage's factor for a spatial-pyramid model: every stage is whole patches)."""
         rule = ShapeRule.of(self.vae, self.transformer)
-        if self.pyramid is not None:
-            rule = rule.with_patch(self.pyramid.coarsest)
-        return rule
+        coarsest = max(
+            self.pyramid.coarsest if self.pyramid is not None else 1,
+            self.temporal_pyramid.coarsest if self.temporal_pyramid is not None else 1,
+        )
+        return rule.with_patch(coarsest)
+
+    @property
+    def temporal_pyramid(self) -> TemporalPyramid | None:
+        """The history compression of a model that generates frame by frame (autoregressive), else None."""
+        return temporal_pyramid_of(self.transformer.config)
 
     @property
     def pyramid(self):
@@ -376,7 +384,14 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
             raise ValueError("strength < 1 needs an input video (video-to-video)")
         self.check_inputs(height, width, num_frames, num_inference_steps, strength, guidance_scale)
         wants_inpaint = start_image is not None or end_image is not None or head_frames is not None
-        if wants_inpaint and not self.is_inpaint_model:
+        temporal = self.temporal_pyramid
+        if temporal is not None and (video is not None or known_latents is not None or end_image is not None
+                                     or head_frames is not None):  # fmt: skip
+            raise ValueError(
+                "an autoregressive model generates frame by frame from text or from a start image: video-to-video, "
+                "known latents, end images and head frames are not supported with it"
+            )
+        if wants_inpaint and not self.is_inpaint_model and temporal is None:
             raise ValueError(
                 "start/end images need an image-to-video (InP) transformer with in_channels = 2*C + 1 (or 3*C); "
                 f"this one has in_channels={self.transformer.config.in_channels}"
@@ -417,6 +432,20 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
             )
 
         text, text_mask = guided_text()  # built once; again only when a callback replaces the embeddings
+
+        if temporal is not None:  # frame by frame, each from the compressed history (autoregressive.py)
+            from .autoregressive import generate_autoregressive
+
+            start = None
+            if start_image is not None:  # the causal VAE encodes frame 0 alone: its latent is the first frame
+                image = load_image(start_image, height, width)[None, :, None].to(device)
+                start = self.vae.encode_latents(image).float()[:, :, 0].expand(batch, -1, -1, -1)
+            latents = generate_autoregressive(
+                self, temporal, (batch, self.latent_channels, self.vae.latent_frames(num_frames), height, width),
+                guided_text(), guidance_scale, num_inference_steps, stage_steps, generator, start,
+                callback_on_step_end, callback_inputs,
+            )  # fmt: skip
+            return self._finish(latents, output_type, return_dict)
 
         # conditioning for inpaint models: known frames + mask (everything to generate when none is given)
         condition = None
@@ -500,6 +529,10 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
                 bar.update()
         if known_latents is not None:
             latents[:, :, : known_latents.shape[2]] = known_latents
+        return self._finish(latents, output_type, return_dict)
+
+    def _finish(self, latents: torch.Tensor, output_type: str, return_dict: bool):
+        """Denoised latents -> the requested output (decoded unless "latent")."""
         self.maybe_free_model_hooks_for("transformer")
         if not torch.isfinite(latents).all():  # decoded, these are black frames that look like a result
             raise FloatingPointError(

@@ -139,7 +139,7 @@ def precompute_run(cfg) -> tuple[int, int]:
     kind = strategy_of(cfg).data
     vae = SliceVAE.from_pretrained(os.path.join(cfg.model.pipeline, "vae")).eval()
     patch = transformer_patch_size(cfg.model.transformer_source, **cfg.model.transformer_options)
-    shape = vae.shape_rule.with_patch(patch)
+    shape = vae.shape_rule.with_patch(patch * cfg.objective.size_factor())
     records, sampler = build_data(cfg, kind, shape)
     text = load_text_encoder(cfg.model.pipeline, max_length=cfg.model.max_text_length)
     return precompute(cfg, kind, records, sampler, vae, text, cfg.data.latent_cache), len(records)

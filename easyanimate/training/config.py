@@ -90,6 +90,12 @@ class ObjectiveConfig:
             except ValueError as err:
                 raise ValueError(f"objective: {err}") from None
 
+    def size_factor(self) -> int:
+        """How many times smaller than full size the coarsest stage is (1 without a pyramid): bucket sizes must be
+        whole patches at every stage."""
+        pyramid = self.pyramid()
+        return 1 if pyramid is None else pyramid.coarsest
+
     def pyramid(self) -> PyramidSchedule | None:
         """The spatial pyramid these settings ask for (None: plain flow)."""
         if self.pyramid_stages <= 1 and self.pyramid_boundaries is None:

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from ..data.datasets import VideoDataset, collate
 from ..data.video_io import save_video_tensor
 from ..diffusion.objectives import Objective
+from ..diffusion.temporal_pyramid import temporal_pyramid_of
 from ..models.loading import load_transformer
 from ..models.shape_rule import ShapeRule
 from ..models.slice_vae import SliceVAE, scaled_posterior_sample
@@ -177,7 +178,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     strategy.prepare(transformer, vae)
     if cfg.model.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
-    shape = ShapeRule.of(vae, transformer)
+    temporal = temporal_pyramid_of(transformer.config)  # a frame-by-frame model: its history, compressed
+    if temporal is not None and cfg.mode == "inpaint":
+        raise ValueError(
+            f"mode {cfg.mode!r} keeps full-clip conditions; autoregressive models train t2i / t2v"
+        )
+    factor = max(cfg.objective.size_factor(), temporal.coarsest if temporal else 1)
+    shape = ShapeRule.of(vae, transformer).with_patch(factor)  # pyramids: every stage / history frame whole
     if strategy.data != "image" and cfg.validation.prompts:
         shape.check_frames(cfg.validation.num_frames, "validation.num_frames")
     params = strategy.select_trainable(transformer, cfg.lora.rank, cfg.lora.alpha)
@@ -185,7 +192,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         text_encoder.model.requires_grad_(True)
         params += list(text_encoder.model.parameters())
     logger.info("training %d tensors (%.2fM parameters)", len(params), sum(p.numel() for p in params) / 1e6)
-    objective = cfg.objective.build()
+    objective = cfg.objective.build().autoregressive(temporal)
     optimizer = make_optimizer(params, cfg)
     lr_scheduler = get_lr_scheduler(
         opt.lr_scheduler, optimizer, num_warmup_steps=opt.lr_warmup_steps, num_training_steps=opt.max_steps
@@ -269,8 +276,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         # the model's own dtype: a no-op under DDP's autocast, bf16 under DeepSpeed (whose engine holds bf16
         # weights and does no autocast)
         dtype = model.dtype
+        model_input = (
+            [x.to(dtype) for x in model_input] if isinstance(model_input, list) else model_input.to(dtype)
+        )
         pred = transformer(
-            model_input.to(dtype), noised.timesteps, text.to(dtype), encoder_attention_mask=text_mask
+            model_input, noised.timesteps, text.to(dtype), encoder_attention_mask=text_mask
         ).sample
         loss = objective.loss(pred[:, : latents.shape[1]], noised)  # learned-sigma half not trained
         return loss, tuple(latents.shape[2:])

@@ -1,0 +1,61 @@
+"""Temporal pyramid (Pyramid Flow's autoregressive half): each latent frame generated from the ones before it,
+older history at lower resolution.
+
+The model (motion modules causal in time, `autoregressive_history` in its config) sees, when it generates latent
+frame i, the `len(history)` frames before it, the one at distance d averaged over `history[d - 1]` x
+`history[d - 1]` blocks: few tokens for the past, full detail for the recent. Training teaches exactly that:
+a micro-batch draws which frame is the present, takes the clean frames before it (compressed the same way) as
+history at noise level 0, and noises the present frame with the run's objective (plain flow or the spatial
+pyramid, so both pyramids combine). The loss is on the present frame only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .pyramid import down
+
+
+@dataclass(frozen=True)
+class TemporalPyramid:
+    history: tuple[int, ...] = (1, 2, 4, 4)  # compression factor by distance; its length is the window
+
+    @property
+    def window(self) -> int:
+        return len(self.history)
+
+    @property
+    def coarsest(self) -> int:
+        return max(self.history)
+
+    def compress(self, past: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The history the model sees for the frame after `past` (oldest first, each `(B, C, H, W)`): the last
+        `window` frames, each averaged by its distance's factor."""
+        past = past[-self.window :] if self.window else []
+        n = len(past)
+        return [down(x, self.history[n - 1 - j]) for j, x in enumerate(past)]
+
+    def check_size(self, height: int, width: int, patch_size: int = 1) -> None:
+        need = self.coarsest * patch_size
+        if height % need or width % need:
+            raise ValueError(
+                f"a history compressed {self.coarsest}x needs latent height and width divisible by {need} "
+                f"({self.coarsest} x patch size {patch_size}), got {height}x{width}"
+            )
+
+    def training_split(
+        self, x0: torch.Tensor, generator: torch.Generator
+    ) -> tuple[list[torch.Tensor], torch.Tensor, int]:
+        """A random present frame of `x0` `(B, C, F, H, W)`: `(history, present, index)`."""
+        f = x0.shape[2]
+        i = int(torch.randint(f, (1,), generator=generator, device=generator.device))
+        return self.compress(list(x0[:, :, :i].unbind(2))), x0[:, :, i], i
+
+
+def temporal_pyramid_of(config: Any) -> TemporalPyramid | None:
+    """The temporal pyramid a transformer config asks for (`autoregressive_history`), else None."""
+    history = config.get("autoregressive_history") if config is not None else None
+    return TemporalPyramid(tuple(int(f) for f in history)) if history else None

@@ -1,0 +1,181 @@
+"""Temporal pyramid (autoregressive generation with a compressed history): causal motion modules, per-frame
+timesteps, the frame-list forward over frames of different sizes, the training objective and the sampler."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from easyanimate.models.presets import build_transformer
+
+
+def tiny(mode: str = "vanilla", causal: bool = True, **kw):
+    torch.manual_seed(0)
+    model = build_transformer(
+        "tiny", sample_size=8, motion_module_mode=mode, motion_causal=causal, **kw
+    ).eval()
+    with torch.no_grad():  # non-zero motion modules and long skips so frames interact
+        for p in [*model.motion_modules.parameters(), *model.skip_linears.parameters()]:
+            p.add_(torch.randn_like(p) * 0.1)
+    return model
+
+
+def inputs(f: int = 4, size: int = 8, b: int = 2):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(b, 4, f, size, size, generator=g)
+    text = torch.randn(b, 6, 32, generator=g)
+    mask = torch.ones(b, 6)
+    mask[1, 4:] = 0
+    t = torch.rand(b, f, generator=g) * 1000
+    return x, t, text, mask
+
+
+@pytest.mark.parametrize("mode", ["vanilla", "hybrid"])
+def test_causal_modules_never_look_ahead(mode):
+    model = tiny(mode, use_long_skips=True)
+    x, t, text, mask = inputs()
+    with torch.no_grad():
+        out = model(x, t, text, encoder_attention_mask=mask).sample
+        changed = x.clone()
+        changed[:, :, 2:] = torch.randn_like(changed[:, :, 2:])
+        again = model(changed, t, text, encoder_attention_mask=mask).sample
+    assert torch.allclose(out[:, :, :2], again[:, :, :2], atol=1e-5)  # frames 0, 1 do not see 2, 3
+    assert not torch.allclose(out[:, :, 2:], again[:, :, 2:], atol=1e-3)
+    # and a non-causal model does look ahead (the test can fail)
+    loose = tiny(mode, causal=False, use_long_skips=True)
+    with torch.no_grad():
+        a = loose(x, t, text, encoder_attention_mask=mask).sample
+        b = loose(changed, t, text, encoder_attention_mask=mask).sample
+    assert not torch.allclose(a[:, :, :2], b[:, :, :2], atol=1e-3)
+
+
+def test_per_frame_timesteps_match_one_timestep_per_video():
+    model = tiny()
+    x, _, text, mask = inputs()
+    t = torch.tensor([300.0, 700.0])
+    with torch.no_grad():
+        one = model(x, t, text, encoder_attention_mask=mask).sample
+        per = model(x, t[:, None].expand(-1, 4), text, encoder_attention_mask=mask).sample
+    assert torch.allclose(one, per, atol=1e-6)
+    with pytest.raises(ValueError, match="per-frame timesteps must be"):
+        model(x, torch.zeros(2, 3), text)
+
+
+@pytest.mark.parametrize("mode", ["vanilla", "hybrid"])
+def test_frame_list_of_one_size_equals_the_whole_clip(mode):
+    model = tiny(mode, use_long_skips=True)
+    x, t, text, mask = inputs()
+    with torch.no_grad():
+        whole = model(x, t, text, encoder_attention_mask=mask).sample
+        last = model(list(x.unbind(2)), t, text, encoder_attention_mask=mask).sample
+    assert last.shape == whole[:, :, -1].shape
+    assert torch.allclose(last, whole[:, :, -1], atol=1e-5)
+
+
+def test_frame_list_takes_a_compressed_history():
+    """Older frames at 1/2 and 1/4 size: the present frame's prediction depends on them, has its own size, and
+    costs fewer FLOPs than with a full-size history."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = tiny()
+    x, t, text, mask = inputs(size=16)
+    full = list(x.unbind(2))
+    coarse = [
+        torch.nn.functional.avg_pool2d(full[0], 4),
+        torch.nn.functional.avg_pool2d(full[1], 2),
+        *full[2:],
+    ]
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as c_full:
+            a = model(full, t, text, encoder_attention_mask=mask).sample
+        with FlopCounterMode(display=False) as c_coarse:
+            b = model(coarse, t, text, encoder_attention_mask=mask).sample
+        moved = [coarse[0] + 1.0, *coarse[1:]]
+        c = model(moved, t, text, encoder_attention_mask=mask).sample
+    assert a.shape == b.shape == (2, 4, 16, 16)
+    assert not torch.allclose(b, c, atol=1e-4)  # the oldest (1/4-size) frame still reaches the present
+    assert c_coarse.get_total_flops() < 0.85 * c_full.get_total_flops()
+    with pytest.raises(ValueError, match="must divide the largest"):
+        model([full[0][..., :12, :12], full[1]], t[:, :2], text)
+
+
+def test_set_autoregressive_keeps_weights_and_checks_the_layout():
+    model = tiny(causal=False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.set_autoregressive([1, 2, 4])
+    assert model.config.motion_causal and model.config.autoregressive_history == [1, 2, 4]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(m.causal for m in model.motion_modules.children())
+    with pytest.raises(ValueError, match="powers of two that grow"):
+        model.set_autoregressive([2, 1])
+    with pytest.raises(ValueError, match="temporal or full motion modules"):
+        build_transformer("tiny", motion_module_mode="grid", motion_causal=True, autoregressive_history=[1])
+
+
+def test_objective_trains_one_present_frame_from_the_compressed_history():
+    from easyanimate.diffusion.objectives import Objective
+    from easyanimate.diffusion.pyramid import PyramidSchedule
+    from easyanimate.diffusion.temporal_pyramid import TemporalPyramid
+
+    temporal = TemporalPyramid((1, 2, 4))
+    x0 = torch.randn(2, 4, 6, 16, 16)
+    seen = set()
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(40):
+        batch = (
+            Objective("flow", pyramid=PyramidSchedule(2))
+            .autoregressive(temporal)
+            .noise(x0, torch.randn_like(x0), gen)
+        )
+        frames = batch.model_input
+        n = len(frames) - 1
+        seen.add(n)
+        assert [f.shape[-1] for f in frames[:-1]] == [16 // f for f in (4, 2, 1)][3 - n :]
+        assert batch.timesteps.shape == (2, n + 1) and (batch.timesteps[:, :-1] == 0).all()
+        assert batch.target.shape == frames[-1].shape and frames[-1].ndim == 4
+        if n:  # the newest history frame is the clean frame just before the present one, uncompressed
+            assert any(torch.equal(frames[-2], x0[:, :, i]) for i in range(6))
+    assert seen == {0, 1, 2, 3}  # 3: the window; frames further back are not seen
+
+
+def test_pipeline_generates_frame_by_frame(tmp_path):
+    """A tiny autoregressive pipeline: every latent frame sampled alone, a start image as frame 0, a video
+    longer than the window, and the sizes the compressed history needs."""
+    import numpy as np
+    from conftest import make_pipeline
+
+    from easyanimate.models.loading import pipeline_shape_rule
+    from easyanimate.pipeline import EasyAnimatePipeline
+
+    folder = make_pipeline(tmp_path / "flow", sampler="Flow", prediction_type="flow")
+    pipe = EasyAnimatePipeline.from_pretrained(folder)
+    pipe.transformer.set_autoregressive([1, 2])
+    pipe.save_pretrained(tmp_path / "ar")
+    pipe = EasyAnimatePipeline.from_pretrained(tmp_path / "ar")
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.temporal_pyramid.history == (1, 2)
+    assert pipe.size_factor == 32 == pipeline_shape_rule(str(tmp_path / "ar")).size_multiple
+    calls = []
+    real = pipe.transformer.forward
+
+    def spy(hidden_states, *a, **kw):
+        calls.append([tuple(x.shape[-2:]) for x in hidden_states])
+        return real(hidden_states, *a, **kw)
+
+    pipe.transformer.forward = spy
+    temporal_ratio = pipe.vae.temporal_compression_ratio
+    frames = 1 + 4 * temporal_ratio  # 5 latent frames, more than the 2-frame window
+    out = pipe("a red circle moving left", num_frames=frames, height=32, width=32, num_inference_steps=2,
+               generator=torch.Generator().manual_seed(0)).frames  # fmt: skip
+    assert out.shape == (1, frames, 32, 32, 3) and np.isfinite(out).all()
+    assert len(calls) == 5 * 2
+    assert calls[0] == [(4, 4)] and calls[2] == [(4, 4), (4, 4)] and calls[-1] == [(2, 2), (4, 4), (4, 4)]
+    # image-to-video for free: the start image's latent is frame 0, only the 4 later frames are sampled
+    calls.clear()
+    image = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    pipe("a red circle", num_frames=frames, height=32, width=32, num_inference_steps=2, start_image=image)
+    assert len(calls) == 4 * 2 and len(calls[0]) == 2
+    with pytest.raises(ValueError, match="frame by frame from text or from a start image"):
+        pipe("a red circle", num_frames=frames, height=32, width=32, end_image=image)
+    with pytest.raises(ValueError, match="multiples of 32"):
+        pipe("a red circle", num_frames=frames, height=16, width=16)
