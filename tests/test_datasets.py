@@ -274,3 +274,22 @@ def test_ranks_share_each_steps_bucket(accumulation):
     )
     resumed.load_state_dict(sampler.state_dict())
     assert [[s.index for s in b] for b in resumed] == [[s.index for s in b] for b in ranks[1][1:]]
+
+
+def test_balanced_scenes_cover_every_look_in_every_direction():
+    import itertools
+
+    import numpy as np
+
+    from easyanimate.data.synthetic import BACKGROUNDS, COLORS, DIRECTIONS, SHAPES, balanced_scenes
+
+    combos = len(COLORS) * len(SHAPES) * len(BACKGROUNDS) * len(DIRECTIONS)
+    scenes = balanced_scenes(2 * combos + 7, np.random.default_rng(0))
+    counts = {k: 0 for k in itertools.product(SHAPES, COLORS, DIRECTIONS, BACKGROUNDS)}
+    for s in scenes:
+        counts[(s.shape, s.color, s.direction, s.background)] += 1
+    assert set(counts.values()) <= {2, 3} and sum(v == 3 for v in counts.values()) == 7
+    images = balanced_scenes(
+        len(COLORS) * len(SHAPES) * len(BACKGROUNDS), np.random.default_rng(0), video=False
+    )
+    assert {s.direction for s in images} == {"still"} and len(set(images)) == len(images)

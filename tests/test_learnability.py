@@ -32,3 +32,17 @@ def test_the_demo_transformer_learns_the_direction_word_with_high_noise_training
     assert all(
         (pipe.transformer.state_dict()[k] == v).all() for k, v in weights.items()
     )  # a copy was trained
+
+
+def test_held_out_looks_are_generated_and_scored_apart(tmp_path):
+    """`held_out`: looks never trained on, generated and scored on their own (tiny model: the plumbing only)."""
+    from conftest import make_pipeline
+
+    pipe = load_pipeline(
+        make_pipeline(tmp_path / "flow", sampler="Flow", prediction_type="flow"), device="cpu"
+    )
+    pipe.set_progress_bar_config(disable=True)
+    result = direction_probe(pipe, steps=2, frames=5, size=32, sample_steps=2, clips=4, held_out=2)
+    assert result["generated"] == 4 and result["held_out_generated"] == 8
+    assert len(result["held_out_read"]) == 8 and 0 <= result["held_out_right"] <= 8
+    assert isinstance(result["held_out_sensitivity"], float)

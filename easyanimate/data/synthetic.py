@@ -147,6 +147,20 @@ def random_scene(rng: np.random.Generator, video: bool = True, style: str = "fil
     )
 
 
+def balanced_scenes(
+    count: int, rng: np.random.Generator, video: bool = True, style: str = "filled"
+) -> list[Scene]:
+    """`count` scenes that go through every combination (colour x shape x background, x direction for videos)
+    in a fresh random order each round: every look comes in every direction as evenly as `count` allows, so
+    the caption's words are the only thing that tells otherwise-alike clips apart."""
+    directions = list(DIRECTIONS) if video else ["still"]
+    combos = [(sh, c, d, b) for c in COLORS for sh in SHAPES for d in directions for b in BACKGROUNDS]
+    out: list[Scene] = []
+    while len(out) < count:
+        out += [Scene(*combos[i], style=style) for i in rng.permutation(len(combos))]
+    return out[:count]
+
+
 def generate(
     output: str,
     num_videos: int,
@@ -157,15 +171,19 @@ def generate(
     fps: int = 8,
     style: str = "filled",
     crowd: int = 1,
+    balanced: bool = False,
 ) -> list[dict]:
     from PIL import Image
 
     rng = np.random.default_rng(seed)
+    if balanced:
+        video_scenes = balanced_scenes(num_videos, rng, style=style)
+        image_scenes = balanced_scenes(num_images, rng, video=False, style=style)
     os.makedirs(os.path.join(output, "videos"), exist_ok=True)
     os.makedirs(os.path.join(output, "images"), exist_ok=True)
     records = []
     for i in tqdm(range(num_videos), desc="videos", disable=num_videos < 50):
-        scene = random_scene(rng, style=style)
+        scene = video_scenes[i] if balanced else random_scene(rng, style=style)
         rel = f"videos/{i:05d}.mp4"
         if crowd > 1:
             extra = [random_scene(rng) for _ in range(int(rng.integers(1, crowd)))]
@@ -178,7 +196,7 @@ def generate(
             | {"num_frames": frames, **scene.__dict__}
         )
     for i in range(num_images):
-        scene = random_scene(rng, video=False, style=style)
+        scene = image_scenes[i] if balanced else random_scene(rng, video=False, style=style)
         rel = f"images/{i:05d}.png"
         if crowd > 1:
             extra = [random_scene(rng, video=False) for _ in range(int(rng.integers(1, crowd)))]
@@ -214,9 +232,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--crowd", type=int, default=1, help="up to this many shapes of random sizes per item (VAE data)"
     )
+    p.add_argument(
+        "--balanced",
+        action="store_true",
+        help="every look (colour, shape, background) in every direction, evenly (default: each drawn at random)",
+    )
     a = p.parse_args(argv)
     records = generate(
-        a.output, a.num_videos, a.num_images, a.size, a.frames, a.seed, a.fps, a.style, a.crowd
+        a.output, a.num_videos, a.num_images, a.size, a.frames, a.seed, a.fps, a.style, a.crowd, a.balanced
     )
     print(f"wrote {len(records)} items and metadata.json to {a.output}")
 

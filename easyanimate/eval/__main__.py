@@ -77,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     lp.add_argument("--shift", type=float, default=5.0, help="flow shift of the training times")
     lp.add_argument("--time-sampling", default="logit_normal", help="logit_normal | uniform | high_noise")
     lp.add_argument("--seeds", type=int, default=1, help="generations per caption")
-    lp.add_argument("--clips", type=int, default=4, help="4 x looks (colour, shape, background), up to 24")
+    lp.add_argument("--clips", type=int, default=4, help="4 x looks (colour, shape, background), up to 32")
+    lp.add_argument(
+        "--held-out", type=int, default=0, help="looks after the trained ones, never trained on, scored apart"
+    )
     lp.add_argument("--output", default=None, help="write the results here as JSON")
     return p
 
@@ -106,7 +109,12 @@ def main(argv: list[str] | None = None) -> int:
             pipe.set_progress_bar_config(disable=True)
             objective = Objective("flow", flow_shift=args.shift, time_sampling=args.time_sampling)
             results = direction_probe(
-                pipe, args.steps, objective, seeds=tuple(range(args.seeds)), clips=args.clips
+                pipe,
+                args.steps,
+                objective,
+                seeds=tuple(range(args.seeds)),
+                clips=args.clips,
+                held_out=args.held_out,
             )
             if args.output:
                 with open(args.output, "w") as fh:
