@@ -179,3 +179,35 @@ def test_pipeline_generates_frame_by_frame(tmp_path):
         pipe("a red circle", num_frames=frames, height=32, width=32, end_image=image)
     with pytest.raises(ValueError, match="multiples of 32"):
         pipe("a red circle", num_frames=frames, height=16, width=16)
+
+
+@pytest.mark.parametrize("mode", ["vanilla", "hybrid"])
+def test_frame_cache_gives_the_same_prediction_for_less(mode):
+    """The history computed once (motion modules keep its attention inputs), then the present frame alone at
+    every step: the same predictions as running the whole list each time, for a fraction of the FLOPs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from easyanimate.models.frame_sequence import FrameCache
+
+    model = tiny(mode, use_long_skips=True)
+    x, _, text, mask = inputs(f=4, size=16)
+    history = [torch.nn.functional.avg_pool2d(x[:, :, 0], 2), *x[:, :, 1:3].unbind(2)]
+    cache = FrameCache()
+    with torch.no_grad():
+        for step, level in enumerate((900.0, 500.0, 100.0)):
+            present = torch.randn(2, 4, 16 >> step % 2, 16 >> step % 2)  # spatial-pyramid stages change size
+            t = torch.zeros(2, 4)
+            t[:, -1] = level
+            ref = model([*history, present], t, text, encoder_attention_mask=mask).sample
+            with FlopCounterMode(display=False) as counted:
+                got = model(
+                    [*history, present], t, text, encoder_attention_mask=mask, frame_cache=cache
+                ).sample
+            assert torch.allclose(got, ref, atol=1e-5), step
+            if step:  # after the first step the history is not recomputed
+                with FlopCounterMode(display=False) as whole:
+                    model([*history, present], t, text, encoder_attention_mask=mask)
+                assert counted.get_total_flops() < 0.6 * whole.get_total_flops()
+    loose = tiny(mode, causal=False)
+    with pytest.raises(ValueError, match="causal motion modules"):
+        loose([*history, present], t, text, frame_cache=FrameCache())

@@ -11,11 +11,25 @@ full-size block sits). The motion modules attend across frames:
 - full kind (all tokens of all frames): the frames' tokens are simply concatenated, whatever their sizes.
 
 Only the last frame's prediction is returned: the frame being generated (or trained).
+
+`FrameCache` (sampling): with causal motion modules nothing in the history depends on the present frame, and the
+clean history is the same at every denoising step of that frame. So the history runs through the blocks once;
+each motion module keeps its attention inputs, and every step then computes the present frame's tokens alone.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
+
+
+@dataclass
+class FrameCache:
+    """What the history left for the present frame's steps: per motion-module block, its keys and values."""
+
+    key: tuple | None = None  # the history's shapes and grid it was computed for
+    modules: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=dict)
 
 
 def _grid_up(x: torch.Tensor, h: int, w: int, H: int, W: int) -> torch.Tensor:
@@ -36,26 +50,92 @@ def _grid_down(x: torch.Tensor, h: int, w: int, H: int, W: int) -> torch.Tensor:
     return x.reshape(b, h * w, d)
 
 
+def _check(model) -> None:
+    if model.use_additional_conditions or model.config.get("clip_channels"):
+        raise ValueError("frame lists take text-only models (no resolution conditions, no CLIP tokens)")
+    if model.config.get("motion_text_attention"):
+        raise ValueError(
+            "frame lists do not take motion modules that read the caption (motion_text_attention)"
+        )
+    if set(model.motion_kinds.values()) - {"temporal", "full"}:
+        raise ValueError(
+            "frame lists need temporal or full motion modules (motion_module_mode vanilla or hybrid)"
+        )
+
+
+def _run_blocks(model, x, sizes, t_mod, context, mask, grid, first_id: int = 0, caches=None):
+    """Every block over frames `x` (list of `(B, h_i*w_i, D)`, sizes in tokens) whose frame indices start at
+    `first_id`; `t_mod` `(B, F, 6D)`. `caches`: per motion-module block, a list to fill (empty) or to read."""
+    b, f, dev = x[0].shape[0], len(x), x[0].device
+    H, W = grid
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, size in enumerate(sizes):
+        groups.setdefault(size, []).append(i)
+    cond = {  # frames of one size run their spatial blocks together: (B * n, tokens, D), a video's adjacent
+        size: (
+            context.repeat_interleave(len(idx), 0),
+            None if mask is None else mask.repeat_interleave(len(idx), 0),
+            t_mod[:, idx].flatten(0, 1),
+        )
+        for size, idx in groups.items()
+    }
+    frame_ids = torch.arange(first_id, first_id + f, device=dev)
+    kinds = model.motion_kinds
+    across = f > 1 or caches is not None  # frames to attend to: these, or a cached history
+    skips: dict[int, list[torch.Tensor]] = {}
+    for i, block in enumerate(model.transformer_blocks):
+        if i in model.skip_sources:
+            src = skips.pop(model.skip_sources[i])
+            x = [a + model.skip_linears[str(i)](s) for a, s in zip(x, src)]
+        out = list(x)
+        for size, idx in groups.items():
+            ctx, ctx_mask, mod = cond[size]
+            y = model._run(
+                block, torch.stack([x[j] for j in idx], 1).flatten(0, 1), None, ctx, ctx_mask, mod, None, None
+            )
+            y = y.view(b, len(idx), *y.shape[1:])
+            for k, j in enumerate(idx):
+                out[j] = y[:, k]
+        x = out
+        kind = kinds.get(i)
+        if kind is not None and across:
+            module = model.motion_modules[str(i)]
+            if caches is None:  # training: gradient checkpointing applies
+                call = lambda *a, m=module: model._run(m, *a)  # noqa: E731
+            else:
+                call = lambda *a, m=module, past=caches.setdefault(i, []): m(*a, None, None, past)  # noqa: E731
+            if kind == "temporal":
+                full = torch.stack([_grid_up(t, *sz, H, W) for t, sz in zip(x, sizes)], 1)  # (B, F, H*W, D)
+                seq = full.transpose(1, 2).reshape(b * H * W, f, -1)
+                delta = call(seq, frame_ids) - seq
+                delta = delta.view(b, H * W, f, -1).transpose(1, 2)
+                x = [t + _grid_down(delta[:, j], *sz, H, W) for j, (t, sz) in enumerate(zip(x, sizes))]
+            else:  # full: every token of every frame, frames of any size side by side
+                lengths = [t.shape[1] for t in x]
+                ids = torch.cat([torch.full((n,), first_id + j, device=dev) for j, n in enumerate(lengths)])
+                x = list(call(torch.cat(x, 1), ids).split(lengths, 1))
+        elif kind is not None and model.training and torch.is_grad_enabled():
+            # one frame (no history yet): a zero-weighted call gives the module a zero gradient, so data-parallel
+            # training reduces the same parameters on every process (as the whole-clip forward does for images)
+            probe = model._run(model.motion_modules[str(i)], x[-1][:1, :1], torch.zeros(1, device=dev))
+            x = [*x[:-1], x[-1] + 0.0 * probe.sum()]
+        if i in model.skip_sources.values():
+            skips[i] = x
+    return x
+
+
 def forward_frame_list(
     model,
     frames: list[torch.Tensor],
     timestep: torch.Tensor,
     encoder_hidden_states: torch.Tensor,
     encoder_attention_mask: torch.Tensor | None = None,
+    cache: FrameCache | None = None,
 ) -> torch.Tensor:
     """`frames`: F latents `(B, C, h_i, w_i)` in time order; `timestep` `(B,)` or `(B, F)`. Returns the last
-    frame's prediction `(B, out_channels, h, w)`."""
-    if model.use_additional_conditions or model.config.get("clip_channels"):
-        raise ValueError("frame lists take text-only models (no resolution conditions, no CLIP tokens)")
-    kinds = model.motion_kinds
-    if model.config.get("motion_text_attention"):
-        raise ValueError(
-            "frame lists do not take motion modules that read the caption (motion_text_attention)"
-        )
-    if set(kinds.values()) - {"temporal", "full"}:
-        raise ValueError(
-            "frame lists need temporal or full motion modules (motion_module_mode vanilla or hybrid)"
-        )
+    frame's prediction `(B, out_channels, h, w)`. `cache` (sampling, causal modules): the history (all frames
+    but the last) is computed once and reused while it stays the same."""
+    _check(model)
     p = model.config.patch_size
     b, f = frames[0].shape[0], len(frames)
     dev = frames[0].device
@@ -67,6 +147,8 @@ def forward_frame_list(
     H, W = max(h for h, _ in sizes), max(w for _, w in sizes)
     if any(H % h or W % w for h, w in sizes):
         raise ValueError(f"frame grids {sizes} must divide the largest one ({H}x{W})")
+    if cache is not None and not model.config.get("motion_causal"):
+        raise ValueError("a frame cache needs causal motion modules: the history must not see the present")
 
     timestep = torch.as_tensor(timestep, device=dev)
     if timestep.ndim == 0:
@@ -89,59 +171,20 @@ def forward_frame_list(
     if mask is not None and mask.ndim == 2:  # PixArt's convention: keep-mask -> additive bias (B, 1, L)
         mask = ((1 - mask.to(dtype)) * -10000.0).unsqueeze(1)
 
-    # frames of one size run their spatial blocks together: (B * n, tokens, D), frames of a video adjacent
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, size in enumerate(sizes):
-        groups.setdefault(size, []).append(i)
-
-    def grouped(per_frame: list[torch.Tensor], idx: list[int]) -> torch.Tensor:
-        return torch.stack([per_frame[i] for i in idx], 1).flatten(0, 1)
-
-    cond = {
-        size: (
-            context.repeat_interleave(len(idx), 0),
-            None if mask is None else mask.repeat_interleave(len(idx), 0),
-            t_mod[:, idx].flatten(0, 1),
+    if cache is None or f == 1:
+        last = _run_blocks(model, tokens, sizes, t_mod, context, mask, (H, W))[-1]
+    else:
+        key = (tuple(tuple(x.shape) for x in frames[:-1]), (H, W), tuple(timestep[:, :-1].flatten().tolist()))
+        if cache.key != key:  # a new history: run it once, its motion modules keep their attention inputs
+            cache.key, cache.modules = key, {}
+            _run_blocks(
+                model, tokens[:-1], sizes[:-1], t_mod[:, :-1], context, mask, (H, W), 0, cache.modules
+            )
+        present = _run_blocks(
+            model, tokens[-1:], sizes[-1:], t_mod[:, -1:], context, mask, (H, W), f - 1, cache.modules
         )
-        for size, idx in groups.items()
-    }
-    frame_ids = torch.arange(f, device=dev)
-    skips: dict[int, list[torch.Tensor]] = {}
-    x = tokens
-    for i, block in enumerate(model.transformer_blocks):
-        if i in model.skip_sources:
-            src = skips.pop(model.skip_sources[i])
-            x = [a + model.skip_linears[str(i)](s) for a, s in zip(x, src)]
-        out = list(x)
-        for size, idx in groups.items():
-            ctx, ctx_mask, mod = cond[size]
-            y = model._run(block, grouped(x, idx), None, ctx, ctx_mask, mod, None, None)
-            y = y.view(b, len(idx), *y.shape[1:])
-            for k, j in enumerate(idx):
-                out[j] = y[:, k]
-        x = out
-        kind = kinds.get(i)
-        if kind is not None and f > 1:
-            module = model.motion_modules[str(i)]
-            if kind == "temporal":
-                full = torch.stack([_grid_up(t, *sz, H, W) for t, sz in zip(x, sizes)], 1)  # (B, F, H*W, D)
-                seq = full.transpose(1, 2).reshape(b * H * W, f, -1)
-                delta = (model._run(module, seq, frame_ids) - seq).view(b, H * W, f, -1).transpose(1, 2)
-                x = [t + _grid_down(delta[:, j], *sz, H, W) for j, (t, sz) in enumerate(zip(x, sizes))]
-            else:  # full: every token of every frame, frames of any size side by side
-                lengths = [t.shape[1] for t in x]
-                ids = torch.cat([torch.full((n,), j, device=dev) for j, n in enumerate(lengths)])
-                seq = model._run(module, torch.cat(x, 1), ids)
-                x = list(seq.split(lengths, 1))
-        elif kind is not None and model.training and torch.is_grad_enabled():
-            # one frame (no history yet): a zero-weighted call gives the module a zero gradient, so data-parallel
-            # training reduces the same parameters on every process (as the whole-clip forward does for images)
-            probe = model._run(model.motion_modules[str(i)], x[-1][:1, :1], torch.zeros(1, device=dev))
-            x = [*x[:-1], x[-1] + 0.0 * probe.sum()]
-        if i in model.skip_sources.values():
-            skips[i] = x
+        last = present[-1]
 
-    last = x[-1]
     shift, scale = (model.scale_shift_table[None] + t_emb[:, -1, None]).chunk(2, dim=1)
     last = model.proj_out(model.norm_out(last) * (1 + scale) + shift)
     h, w = sizes[-1]

@@ -7,6 +7,7 @@ residual), so inserting it into a pretrained PixArt leaves every frame's output 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from torch import nn
@@ -68,23 +69,47 @@ class MotionModule(nn.Module):
         frame_ids: torch.Tensor,
         context: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
+        past: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> torch.Tensor:
         """`context` `(N, L, D)` / `context_mask` `(N, 1, L)` (additive): the caption tokens of each sequence's
-        video, read by the optional text attention."""
+        video, read by the optional text attention. `past` (causal modules, frame-by-frame sampling): an empty
+        list is filled with this call's attention keys and values (the history's, computed once per generated
+        frame); a filled one lets this call's tokens (the present frame's) attend to them as well as to themselves."""
         pe = sinusoidal_positions(frame_ids, self.dim).to(hidden_states.device, hidden_states.dtype)
+        cached = bool(past)  # the history is in `past`: these tokens come after all of it
         mask = None
-        if self.causal:  # additive: -inf where the key's frame comes after the query's
+        if self.causal and not cached:  # additive: -inf where the key's frame comes after the query's
             later = frame_ids[None, :] > frame_ids[:, None]
             mask = torch.zeros(later.shape, dtype=hidden_states.dtype, device=hidden_states.device)
             mask = mask.masked_fill(later.to(mask.device), float("-inf"))[None].expand(
                 len(hidden_states), -1, -1
             )
         h = self.proj_in(self.norm_in(hidden_states))
-        for norm, attn in zip(self.attn_norms, self.attentions):
-            h = h + attn(norm(h) + pe, attention_mask=mask)
+        for a, (norm, attn) in enumerate(zip(self.attn_norms, self.attentions)):
+            q = norm(h) + pe
+            if cached:
+                h = h + _attend_after(attn, q, *past[a])
+            else:
+                if past is not None:  # the history's keys and values, projected once
+                    past.append((attn.to_k(q), attn.to_v(q)))
+                h = h + attn(q, attention_mask=mask)
         if self.text_attn is not None and context is not None:
             h = h + self.text_attn(
                 self.text_norm(h) + pe, encoder_hidden_states=context, attention_mask=context_mask
             )
         h = h + self.ff(self.ff_norm(h))
         return hidden_states + self.proj_out(h)
+
+
+def _attend_after(
+    attn: Attention, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor
+) -> torch.Tensor:
+    """`attn` (diffusers self-attention, default options) for tokens `x` that also see earlier tokens whose keys
+    and values are `past_k`, `past_v`: what `attn(cat(past, x))` gives for `x`, without re-projecting the past."""
+    b, n, _ = x.shape
+    heads = attn.heads
+    k = torch.cat([past_k, attn.to_k(x)], 1)
+    v = torch.cat([past_v, attn.to_v(x)], 1)
+    q, k, v = (t.view(b, t.shape[1], heads, -1).transpose(1, 2) for t in (attn.to_q(x), k, v))
+    out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, -1)
+    return attn.to_out[1](attn.to_out[0](out))

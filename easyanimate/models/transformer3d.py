@@ -282,6 +282,7 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         inpaint_latents: torch.Tensor | None = None,
         clip_encoder_hidden_states: torch.Tensor | None = None,
         clip_attention_mask: torch.Tensor | None = None,
+        frame_cache=None,
     ) -> Transformer2DModelOutput | tuple[torch.Tensor]:
         """Denoise latents.
 
@@ -299,13 +300,18 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         `timestep` `(B, F)`: a noise level per frame (autoregressive models: clean history, noisy present).
         `hidden_states` as a list of per-frame latents `(B, C, h_i, w_i)` of any sizes (an autoregressive model's
         compressed history, then the frame being generated): returns the last frame's prediction (see
-        `frame_sequence.py`).
+        `frame_sequence.py`; `frame_cache`, a `FrameCache`, computes an unchanged history once while sampling).
         """
         if isinstance(hidden_states, (list, tuple)):
             from .frame_sequence import forward_frame_list
 
             out = forward_frame_list(
-                self, list(hidden_states), timestep, encoder_hidden_states, encoder_attention_mask
+                self,
+                list(hidden_states),
+                timestep,
+                encoder_hidden_states,
+                encoder_attention_mask,
+                frame_cache,
             )
             return Transformer2DModelOutput(sample=out) if return_dict else (out,)
         image_input = hidden_states.ndim == 4

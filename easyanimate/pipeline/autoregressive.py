@@ -15,6 +15,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..diffusion.temporal_pyramid import TemporalPyramid
+from ..models.frame_sequence import FrameCache
 
 
 def generate_autoregressive(
@@ -52,8 +53,9 @@ def generate_autoregressive(
             init = pipe.scheduler.initial_shape(frame_shape) if pipe.pyramid is not None else frame_shape
             z = randn_tensor(init, generator=generator, device=device, dtype=torch.float32)
             z = z * getattr(pipe.scheduler, "init_noise_sigma", 1.0)
+            cache = FrameCache()  # the history runs once for all of this frame's steps
             for t in timesteps:
-                pred = _predict(pipe, history, z, t, text_states, text_mask, guidance_scale, do_cfg)
+                pred = _predict(pipe, history, z, t, text_states, text_mask, guidance_scale, do_cfg, cache)
                 z = pipe.scheduler.step(pred, t, z, return_dict=False, **step_kwargs)[0]
                 if callback is not None:
                     values = {"latents": z}
@@ -71,7 +73,9 @@ def _steps_per_frame(pipe, steps: int, stage_steps: list[int] | None, device, to
     return len(pipe._timesteps(steps, 1.0, device, tokens, stage_steps))
 
 
-def _predict(pipe, history, z, t, text, text_mask, guidance_scale: float, do_cfg: bool) -> torch.Tensor:
+def _predict(
+    pipe, history, z, t, text, text_mask, guidance_scale: float, do_cfg: bool, cache=None
+) -> torch.Tensor:
     """The velocity / noise for the present frame `z` given the history, with classifier-free guidance (the
     history is the same for both halves: guidance steers the present frame only)."""
     dtype = pipe.transformer.dtype
@@ -83,9 +87,8 @@ def _predict(pipe, history, z, t, text, text_mask, guidance_scale: float, do_cfg
     n = frames[0].shape[0]
     levels = torch.zeros(n, len(frames), device=z.device)
     levels[:, -1] = t
-    out = pipe.transformer(
-        [x.to(dtype) for x in frames], levels, text, encoder_attention_mask=text_mask
-    ).sample
+    frames = [x.to(dtype) for x in frames]
+    out = pipe.transformer(frames, levels, text, encoder_attention_mask=text_mask, frame_cache=cache).sample
     out = out[:, : pipe.latent_channels].float()  # PixArt's learned sigma: keep the prediction half
     if do_cfg:
         uncond, cond = out.chunk(2)
