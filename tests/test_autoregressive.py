@@ -211,3 +211,29 @@ def test_frame_cache_gives_the_same_prediction_for_less(mode):
     loose = tiny(mode, causal=False)
     with pytest.raises(ValueError, match="causal motion modules"):
         loose([*history, present], t, text, frame_cache=FrameCache())
+
+
+def test_predict_i2v_runs_an_autoregressive_model_unchanged(tmp_path):
+    """The i2v script with a frame-by-frame model: the start image becomes latent frame 0 (no InP weights)."""
+    import numpy as np
+    from conftest import make_pipeline, run_python
+    from PIL import Image
+
+    from easyanimate.data.video_io import read_frames
+    from easyanimate.pipeline import EasyAnimatePipeline
+
+    pipe = EasyAnimatePipeline.from_pretrained(
+        make_pipeline(tmp_path / "flow", sampler="Flow", prediction_type="flow")
+    )
+    pipe.transformer.set_autoregressive([1, 2])
+    pipe.save_pretrained(tmp_path / "ar")
+    Image.fromarray((np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)).save(
+        tmp_path / "a.png"
+    )
+    r = run_python(
+        "predict_i2v.py", "--model", str(tmp_path / "ar"), "--start-image", str(tmp_path / "a.png"),
+        "--prompt", "a red circle moving up", "--num-frames", "9", "--height", "32", "--width", "32",
+        "--steps", "2", "--output-dir", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert read_frames(str(next((tmp_path / "out").glob("*.mp4")))).shape == (9, 32, 32, 3)

@@ -48,3 +48,26 @@ def test_yaml_and_overrides(tmp_path):
 def test_errors_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(Outer, None, [override])
+
+
+def test_every_shipped_training_config_loads():
+    """config/train_*.yaml and the demo's DiT configs are valid TrainConfigs (no unknown key, no bad value)."""
+    import glob
+    import os
+
+    from conftest import ROOT
+
+    from easyanimate.training.config import TrainConfig
+
+    paths = glob.glob(os.path.join(ROOT, "config", "train_*.yaml"))
+    paths += [
+        os.path.join(ROOT, "config", "demo", f"{n}.yaml")
+        for n in ("t2i", "t2v", "t2v_pyramid", "inpaint", "lora")
+    ]
+    assert len(paths) >= 10
+    for path in paths:
+        cfg = load_config(TrainConfig, path, [])
+        assert cfg.mode in ("t2i", "t2v", "lora", "motion_lora", "inpaint"), path
+    pyramid = load_config(TrainConfig, os.path.join(ROOT, "config", "demo", "t2v_pyramid.yaml"), [])
+    assert pyramid.objective.pyramid().stages == 3
+    assert pyramid.model.transformer_options["autoregressive_history"] == [1, 2, 4, 4]
