@@ -5,7 +5,8 @@
 #   bash scripts/train_demo.sh            # everything
 #   EXPORT=0 bash scripts/train_demo.sh   # train and evaluate, leave models/ alone
 #
-# Variables: OUT (work folder, default outputs/demo), DATA / STYLE_DATA (datasets), LAUNCH (default python;
+# Variables: OUT (work folder, default outputs/demo), DATA / STYLE_DATA (datasets), PYRAMID (1: also train and
+# evaluate EasyAnimate-demo-pyramid, Pyramid Flow's two pyramids, from the same t2i weights), LAUNCH (default python;
 # "accelerate launch" on GPU machines), EXPORT (1: write models/), EVAL_ARGS (extra arguments for the evaluation),
 # ARGS (key=value overrides for every DiT stage, e.g. ARGS="optimization.max_steps=2" for a smoke run),
 # VAE_ARGS (the same for both VAE stages, e.g. VAE_ARGS="max_steps=2").
@@ -16,6 +17,7 @@ STYLE_DATA=${STYLE_DATA:-datasets/demo_outline}
 VAE_DATA=${VAE_DATA:-datasets/demo_vae}
 LAUNCH=${LAUNCH:-python}
 EXPORT=${EXPORT:-1}
+PYRAMID=${PYRAMID:-0}
 EVAL_ARGS=${EVAL_ARGS:-}
 ARGS=${ARGS:-}
 VAE_ARGS=${VAE_ARGS:-}
@@ -80,6 +82,17 @@ stage eval $PY -m easyanimate.eval demo --model "$OUT/t2v/pipeline" --inpaint-mo
     --lora "$OUT/lora/lora.safetensors" --train-metadata "$DATA/metadata.json" \
     --output "$OUT/eval" --num-prompts 100 --num-i2v 30 --num-lora 20 $EVAL_ARGS
 
+# 8b. Pyramid Flow beside it (PYRAMID=1): the same data and t2i weights, the t2v stage with both pyramids
+#     (config/demo/t2v_pyramid.yaml), evaluated the same way
+if [ "$PYRAMID" = 1 ]; then
+    stage t2v_pyramid env "${common[@]}" MODEL_NAME="$OUT/t2i/pipeline" OUTPUT_DIR="$OUT/t2v_pyramid" \
+        CONFIG=config/demo/t2v_pyramid.yaml sh scripts/train_t2v.sh data.latent_cache="$OUT/cache/t2v" $ARGS
+    # shellcheck disable=SC2086
+    stage eval_pyramid $PY -m easyanimate.eval demo --model "$OUT/t2v_pyramid/pipeline" \
+        --train-metadata "$DATA/metadata.json" --output "$OUT/eval_pyramid" --num-prompts 100 --num-i2v 30 \
+        --num-lora 0 $EVAL_ARGS
+fi
+
 # 9. export fp16 weights where the CLIs and the web UI look for them
 if [ "$EXPORT" = 1 ]; then
     card=models/Diffusion_Transformer/EasyAnimate-demo/README.md  # the export rewrites the folder: keep the card
@@ -89,6 +102,13 @@ if [ "$EXPORT" = 1 ]; then
     $PY scripts/convert_fp16.py "$OUT/t2v/motion_module" models/Motion_Module/EasyAnimate-demo-motion
     $PY scripts/convert_fp16.py "$OUT/lora/lora.safetensors" models/Personalized_Model/demo-outline-lora.safetensors
     cp "$OUT/eval/results.json" models/Diffusion_Transformer/EasyAnimate-demo/eval_results.json
+    if [ "$PYRAMID" = 1 ]; then
+        pcard=models/Diffusion_Transformer/EasyAnimate-demo-pyramid/README.md
+        [ ! -f "$pcard" ] || cp "$pcard" "$OUT/pyramid_card.md"
+        $PY scripts/convert_fp16.py "$OUT/t2v_pyramid/pipeline" models/Diffusion_Transformer/EasyAnimate-demo-pyramid
+        cp "$OUT/eval_pyramid/results.json" models/Diffusion_Transformer/EasyAnimate-demo-pyramid/eval_results.json
+        [ ! -f "$OUT/pyramid_card.md" ] || cp "$OUT/pyramid_card.md" "$pcard"
+    fi
     [ ! -f "$OUT/model_card.md" ] || cp "$OUT/model_card.md" "$card"
 fi
 echo "stage times (s):"
