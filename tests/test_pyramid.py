@@ -262,3 +262,29 @@ def test_train_t2v_sh_with_the_pyramid_config(tmp_path, shapes_dir):
     assert model["autoregressive_history"] == [1, 2, 4, 4] and model["motion_causal"] is True
     validation = list((tmp_path / "t2v").rglob("*.mp4"))  # sampled with both pyramids during training
     assert validation, sorted(p.name for p in (tmp_path / "t2v").rglob("*"))
+
+
+def test_noise_fixed_matches_training_at_that_level():
+    """Evaluation at a fixed level (caption sensitivity) noises as training does: plain flow as noise_at, a
+    pyramid at the coarsest stage holding the level, frame by frame after the compressed history."""
+    from easyanimate.diffusion.temporal_pyramid import TemporalPyramid
+
+    x0, noise = torch.randn(2, 4, 3, 16, 16), torch.randn(2, 4, 3, 16, 16)
+    plain = Objective("flow")
+    assert torch.equal(
+        plain.noise_fixed(x0, noise, 0.7).model_input, plain.noise_at(x0, noise, 0.7).model_input
+    )
+    pyr = Objective("flow", pyramid=PyramidSchedule(3))
+    for level, size in ((0.9, 4), (0.7, 4), (0.5, 8), (0.2, 16)):  # [2/3, 1], [1/3, 0.8], [0, 0.5]
+        batch = pyr.noise_fixed(x0, noise, level)
+        assert batch.model_input.shape[-1] == size and torch.allclose(
+            batch.timesteps, torch.tensor(level * 1000)
+        )
+    ar = Objective("flow").autoregressive(TemporalPyramid((1, 2)))
+    batch = ar.noise_fixed(x0, noise, 0.6)
+    assert [f.shape[-1] for f in batch.model_input] == [8, 16, 16] and batch.timesteps[0].tolist() == [
+        0,
+        0,
+        600,
+    ]
+    assert torch.equal(batch.model_input[1], x0[:, :, 1])

@@ -200,6 +200,25 @@ class Objective:
         z, level, velocity = pyr.point(x0, stage_noise(noise, pyr.factor(stage)), stage, u)
         return NoisedBatch(z, level * 1000, velocity, torch.ones(x0.shape[0], device=x0.device))
 
+    def noise_fixed(self, x0: torch.Tensor, noise: torch.Tensor, level: float) -> NoisedBatch:
+        """Noised at one given level the way this objective trains: a spatial pyramid at the coarsest stage whose
+        window holds `level`; frame by frame, the last frame after its clean compressed history (evaluation at
+        fixed levels, e.g. caption sensitivity)."""
+        if self.temporal is not None and x0.ndim == 5:
+            history = self.temporal.compress(list(x0[:, :, :-1].unbind(2)))
+            one = self.noise_fixed(x0[:, :, -1], noise[:, :, -1], level)
+            levels = torch.zeros(x0.shape[0], len(history) + 1, device=x0.device)
+            levels[:, -1] = one.timesteps.float()
+            return NoisedBatch([*history, one.model_input], levels, one.target, one.weight)
+        if self.pyramid is None:
+            return self.noise_at(x0, noise, level)
+        pyr = self.pyramid
+        k = max(k for k in range(pyr.stages) if pyr.window(k)[0] <= level <= pyr.window(k)[1])
+        lo, hi = pyr.window(k)
+        u = torch.full((x0.shape[0],), (level - lo) / (hi - lo), device=x0.device)
+        z, at, velocity = pyr.point(x0, stage_noise(noise, pyr.factor(k)), k, u)
+        return NoisedBatch(z, at * 1000, velocity, torch.ones(x0.shape[0], device=x0.device))
+
     def noise_at(self, x0: torch.Tensor, noise: torch.Tensor, level: torch.Tensor) -> NoisedBatch:
         """Noised at given levels `(B,)` in [0, 1]: the flow sigma, or timestep / (steps - 1) for diffusion."""
         b = x0.shape[0]

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from ..diffusion.objectives import Objective
+from ..diffusion.temporal_pyramid import temporal_pyramid_of
 
 # which word replaces which; directions swap with their opposite so the swapped caption is as wrong as can be
 SWAPS: dict[str, dict[str, str]] = {
@@ -61,7 +62,10 @@ def caption_sensitivity(
     device, dtype = transformer.device, transformer.dtype
     channels = latents[0].shape[0]
     gen = torch.Generator().manual_seed(seed)
-    objective = Objective.for_scheduler(pipe.scheduler)  # noising as in training, at fixed levels
+    # noising as in training (pyramid stages, frame-by-frame history), at fixed levels
+    objective = Objective.for_scheduler(pipe.scheduler).autoregressive(
+        temporal_pyramid_of(transformer.config)
+    )
 
     # each caption is encoded once, whatever the field / level
     encoded: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -86,7 +90,7 @@ def caption_sensitivity(
             x0 = x0[None].to(device, dtype)
             for level in levels:
                 noise = torch.randn(x0.shape, generator=gen).to(device, dtype)
-                noised = objective.noise_at(x0, noise, level)
+                noised = objective.noise_fixed(x0, noise, level)
                 true.append(loss(noised, caption))
                 swapped.append(loss(noised, wrong))
         if not true:
