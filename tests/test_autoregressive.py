@@ -175,6 +175,14 @@ def test_pipeline_generates_frame_by_frame(tmp_path):
     image = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
     pipe("a red circle", num_frames=frames, height=32, width=32, num_inference_steps=2, start_image=image)
     assert len(calls) == 4 * 2 and len(calls[0]) == 2
+    # with the spatial pyramid's sampler too: the start image is frame 0, later frames start coarse
+    from easyanimate.diffusion.pyramid import PyramidSchedule
+    from easyanimate.diffusion.samplers import get_scheduler
+
+    pipe.scheduler = get_scheduler("Pyramid", "flow", pyramid=PyramidSchedule(2))
+    calls.clear()
+    pipe("a red circle", num_frames=frames, height=32, width=32, num_inference_steps=2, start_image=image)
+    assert len(calls) == 4 * 2 and calls[0] == [(4, 4), (2, 2)] and calls[1] == [(4, 4), (4, 4)]
     with pytest.raises(ValueError, match="frame by frame from text or from a start image"):
         pipe("a red circle", num_frames=frames, height=32, width=32, end_image=image)
     with pytest.raises(ValueError, match="multiples of 32"):

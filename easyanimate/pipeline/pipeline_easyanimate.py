@@ -396,7 +396,8 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
                 "start/end images need an image-to-video (InP) transformer with in_channels = 2*C + 1 (or 3*C); "
                 f"this one has in_channels={self.transformer.config.in_channels}"
             )
-        if self.pyramid is not None and (video is not None or known_latents is not None or wants_inpaint):
+        if self.pyramid is not None and temporal is None and (video is not None or known_latents is not None
+                                                              or wants_inpaint):  # fmt: skip
             raise ValueError(
                 "a spatial-pyramid model starts from noise at its coarsest stage: video-to-video, known latents "
                 "and start/end images are not supported with it"
