@@ -218,3 +218,13 @@ def test_learning_curve_scores_every_checkpoint_and_plots(tmp_path):
     assert json.load(open(tmp_path / "curve" / "curve.json")) == rows
     image = np.asarray(Image.open(tmp_path / "curve" / "curve.png").convert("RGB"))
     assert image.shape == (400, 640, 3) and (image != 255).any(axis=2).mean() > 0.01
+    from easyanimate.eval.__main__ import build_parser  # the command line reaches it
+
+    args = build_parser().parse_args(["curve", "--run", "r", "--base", base, "--num-prompts", "2"])
+    assert (args.command, args.run, args.base, args.num_prompts, args.num_clips) == (
+        "curve",
+        "r",
+        base,
+        2,
+        16,
+    )

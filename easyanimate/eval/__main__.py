@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=10_000, help="first generation seed (training never uses it)")
     d.add_argument("--output", default="outputs/demo/eval")
 
+    c = sub.add_parser("curve", help="score every checkpoint of a t2v run and plot the learning curve")
+    c.add_argument("--run", required=True, help="the run's OUTPUT_DIR (its checkpoints/ are scored)")
+    c.add_argument("--base", required=True, help="the pipeline the run started from (VAE, text encoder)")
+    c.add_argument("--output", default="curve", help="folder for curve.json and curve.png")
+    c.add_argument("--num-prompts", type=int, default=24, help="held-out prompts per checkpoint")
+    c.add_argument("--num-clips", type=int, default=16, help="reference clips for caption sensitivity")
+
     lp = sub.add_parser(
         "learnability", help="four-clip overfit probe: does training teach the direction word?"
     )
