@@ -142,12 +142,12 @@ def main() -> None:
     if not args.quick:
         # XL/2 at 512 px (8x VAE: 64x64 latents), 120 T5 tokens: FLOPs on the meta device
         with torch.device("meta"):
-            xl = build_transformer("EasyAnimate-XL/2", motion_module_mode="vanilla").eval()
+            xl = build_transformer("EasyAnimate-XL/2", sample_size=64, motion_module_mode="vanilla").eval()
         sizes = [64, 32, 16]
         xl_flops = {s: flops_at(xl, s, frames, 120, "meta") for s in sizes}
         del xl
         # wall time at --xl-time-size (CPU: 512 px forwards take minutes)
-        xl = build_transformer("EasyAnimate-XL/2", motion_module_mode="vanilla").eval()
+        xl = build_transformer("EasyAnimate-XL/2", sample_size=64, motion_module_mode="vanilla").eval()
         full = args.xl_time_size // 8
         xl_times = times_at(xl, [full, full // 2, full // 4], frames, 120, 1)
         raw["xl"] = {"gflops_per_forward": {s: f / 1e9 for s, f in xl_flops.items()}, "seconds": xl_times}
