@@ -38,14 +38,6 @@ class TemporalPyramid:
         n = len(past)
         return [down(x, self.history[n - 1 - j]) for j, x in enumerate(past)]
 
-    def check_size(self, height: int, width: int, patch_size: int = 1) -> None:
-        need = self.coarsest * patch_size
-        if height % need or width % need:
-            raise ValueError(
-                f"a history compressed {self.coarsest}x needs latent height and width divisible by {need} "
-                f"({self.coarsest} x patch size {patch_size}), got {height}x{width}"
-            )
-
     def training_split(
         self, x0: torch.Tensor, generator: torch.Generator
     ) -> tuple[list[torch.Tensor], torch.Tensor, int]:
