@@ -157,3 +157,20 @@ def test_demo_evaluation_without_reference_clips(tmp_path):
         DEMO, output=str(tmp_path), inpaint_model=DEMO_INP, num_prompts=1, num_i2v=0, num_lora=0, steps=1
     )
     assert results["t2v"]["n"] == 1 and "vae" not in results and "i2v" not in results
+
+
+def test_demo_pyramid_model_loads_and_generates_frame_by_frame():
+    """The shipped Pyramid Flow demo: fp16, its Pyramid sampler and frame-by-frame config, and a short run."""
+    from easyanimate.diffusion.pyramid_sampler import PyramidFlowScheduler
+    from easyanimate.pipeline.loading import load_pipeline
+
+    folder = os.path.join(MODELS, "Diffusion_Transformer", "EasyAnimate-demo-pyramid")
+    for f in _weights(folder):
+        assert {t.dtype for t in load_file(f).values()} == {torch.float16}, f
+    pipe = load_pipeline(folder, device="cpu")
+    pipe.set_progress_bar_config(disable=True)
+    assert isinstance(pipe.scheduler, PyramidFlowScheduler) and pipe.scheduler.stages == 3
+    assert pipe.temporal_pyramid.history == (1, 2, 4, 4)
+    video = pipe("a red circle moving right on a gray background", num_frames=5, stage_steps=[1, 1, 1],
+                 generator=torch.Generator().manual_seed(0)).frames  # fmt: skip
+    assert video.shape == (1, 5, 64, 64, 3) and np.isfinite(video).all()
