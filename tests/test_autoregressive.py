@@ -245,3 +245,27 @@ def test_predict_i2v_runs_an_autoregressive_model_unchanged(tmp_path):
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     assert read_frames(str(next((tmp_path / "out").glob("*.mp4")))).shape == (9, 32, 32, 3)
+
+
+def test_trainer_and_latent_cache_share_the_size_factor(tmp_path):
+    """Bucket sizes follow the smallest latent of a run: the spatial pyramid's coarsest stage or the most
+    compressed history frame, whether the history comes from transformer_options or the model's own folder
+    (the trainer and scripts/precompute.py both build their buckets with it)."""
+    from easyanimate.config import load_config
+    from easyanimate.training.config import TrainConfig
+    from easyanimate.training.data import run_size_factor
+
+    def factor(*overrides):
+        return run_size_factor(load_config(TrainConfig, None, ["objective.kind=flow", *overrides]))
+
+    assert factor("model.transformer=tiny") == 1
+    assert factor("model.transformer=tiny", "objective.pyramid_stages=3") == 4
+    assert (
+        factor("model.transformer=tiny", "model.transformer_options={autoregressive_history: [1, 2, 8]}") == 8
+    )
+    folder = tmp_path / "ar"
+    build_transformer(
+        "tiny", motion_module_mode="vanilla", motion_causal=True, autoregressive_history=[1, 2]
+    ).save_pretrained(folder)
+    assert factor(f"model.transformer={folder}", "objective.pyramid_stages=2") == 2
+    assert factor(f"model.transformer={folder}", "objective.pyramid_stages=3") == 4

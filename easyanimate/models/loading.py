@@ -110,6 +110,18 @@ def transformer_patch_size(source: str, **options: Any) -> int:
         return int(json.load(fh).get("patch_size", 2))
 
 
+def transformer_history(source: str, **options: Any) -> list[int] | None:
+    """The `autoregressive_history` of what `load_transformer(source, **options)` would build (None: whole clips),
+    without loading weights."""
+    if "autoregressive_history" in options:
+        return options["autoregressive_history"]
+    config_path = os.path.join(source, "config.json")
+    if source in TRANSFORMER_PRESETS or not os.path.isfile(config_path):
+        return None
+    with open(config_path) as fh:
+        return json.load(fh).get("autoregressive_history")
+
+
 def pipeline_shape_rule(folder: str) -> ShapeRule:
     """The frame / size rule of a pipeline folder (its VAE's ratios x its transformer's patch), read from the
     configs alone: the web UI checks a request before it loads any weights."""

@@ -133,13 +133,13 @@ def precompute_run(cfg) -> tuple[int, int]:
     from ..models.loading import transformer_patch_size
     from ..models.slice_vae import SliceVAE
     from ..models.text_encoder import load_text_encoder
-    from .data import build_data
+    from .data import build_data, run_size_factor
     from .strategies import strategy_of
 
     kind = strategy_of(cfg).data
     vae = SliceVAE.from_pretrained(os.path.join(cfg.model.pipeline, "vae")).eval()
     patch = transformer_patch_size(cfg.model.transformer_source, **cfg.model.transformer_options)
-    shape = vae.shape_rule.with_patch(patch * cfg.objective.size_factor())
+    shape = vae.shape_rule.with_patch(patch * run_size_factor(cfg))  # the trainer's buckets
     records, sampler = build_data(cfg, kind, shape)
     text = load_text_encoder(cfg.model.pipeline, max_length=cfg.model.max_text_length)
     return precompute(cfg, kind, records, sampler, vae, text, cfg.data.latent_cache), len(records)

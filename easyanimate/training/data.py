@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from ..data.bucket import BucketBatchSampler, TokenLengthRule
 from ..data.formats import load_records
+from ..models.loading import transformer_history
 from ..models.shape_rule import ShapeRule
 from .config import TrainConfig
+
+
+def run_size_factor(cfg: TrainConfig) -> int:
+    """How many times smaller than full size a run's smallest latent is per side: the spatial pyramid's coarsest
+    stage, the most compressed history frame of a frame-by-frame model (1 otherwise). Bucket sizes must be whole
+    patches at that size; the trainer and the latent cache build their buckets with it alike."""
+    history = transformer_history(cfg.model.transformer_source, **cfg.model.transformer_options) or [1]
+    return max(cfg.objective.size_factor(), *history)
 
 
 def build_data(

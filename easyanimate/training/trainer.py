@@ -35,7 +35,7 @@ from ..models.text_encoder import TextEncoder, load_text_encoder
 from ..pipeline.pipeline_easyanimate import EasyAnimatePipeline
 from .cache import CachedLatents, collate_cached
 from .config import TrainConfig
-from .data import build_data
+from .data import build_data, run_size_factor
 from .randomness import step_generator
 from .scaffold import RunScaffold
 from .strategies import Strategy, strategy_of
@@ -183,8 +183,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         raise ValueError(
             f"mode {cfg.mode!r} keeps full-clip conditions; autoregressive models train t2i / t2v"
         )
-    factor = max(cfg.objective.size_factor(), temporal.coarsest if temporal else 1)
-    shape = ShapeRule.of(vae, transformer).with_patch(factor)  # pyramids: every stage / history frame whole
+    shape = ShapeRule.of(vae, transformer).with_patch(run_size_factor(cfg))  # pyramids: every size whole
     if strategy.data != "image" and cfg.validation.prompts:
         shape.check_frames(cfg.validation.num_frames, "validation.num_frames")
     params = strategy.select_trainable(transformer, cfg.lora.rank, cfg.lora.alpha)
