@@ -69,6 +69,13 @@ class NoisedBatch:
     weight: torch.Tensor  # per sample
 
 
+def _after(history: list[torch.Tensor], present: NoisedBatch) -> NoisedBatch:
+    """A noised present frame after its clean history: the frame list and per-frame levels (history at 0)."""
+    levels = torch.zeros(present.target.shape[0], len(history) + 1, device=present.target.device)
+    levels[:, -1] = present.timesteps.float()
+    return NoisedBatch([*history, present.model_input], levels, present.target, present.weight)
+
+
 class Objective:
     def __init__(
         self,
@@ -168,10 +175,7 @@ class Objective:
         if self.temporal is not None and x0.ndim == 5:
             history, present, i = self.temporal.training_split(x0, generator)
             frame_tokens = None if tokens is None else tokens // x0.shape[2]
-            noised = self._noise_one(present, noise[:, :, i], generator, frame_tokens)
-            levels = torch.zeros(x0.shape[0], len(history) + 1, device=x0.device)
-            levels[:, -1] = noised.timesteps.float()
-            return NoisedBatch([*history, noised.model_input], levels, noised.target, noised.weight)
+            return _after(history, self._noise_one(present, noise[:, :, i], generator, frame_tokens))
         return self._noise_one(x0, noise, generator, tokens)
 
     def _noise_one(
@@ -193,10 +197,17 @@ class Objective:
     ) -> NoisedBatch:
         """Pyramid flow: one stage for the micro-batch (one latent size per forward pass; drawn uniformly unless
         given), each sample at its own point of the stage's window (`time_sampling`), at the stage's size."""
-        pyr = self.pyramid
         if stage is None:
-            stage = int(torch.randint(pyr.stages, (1,), generator=generator, device=generator.device))
-        u = self.flow_times(x0.shape[0], generator, x0.device)
+            stage = int(
+                torch.randint(self.pyramid.stages, (1,), generator=generator, device=generator.device)
+            )
+        return self._pyramid_point(x0, noise, stage, self.flow_times(x0.shape[0], generator, x0.device))
+
+    def _pyramid_point(
+        self, x0: torch.Tensor, noise: torch.Tensor, stage: int, u: torch.Tensor
+    ) -> NoisedBatch:
+        """Stage `stage` at fractions `u` `(B,)` of its window, from full-size `x0` and `noise`."""
+        pyr = self.pyramid
         z, level, velocity = pyr.point(x0, stage_noise(noise, pyr.factor(stage)), stage, u)
         return NoisedBatch(z, level * 1000, velocity, torch.ones(x0.shape[0], device=x0.device))
 
@@ -206,18 +217,15 @@ class Objective:
         fixed levels, e.g. caption sensitivity)."""
         if self.temporal is not None and x0.ndim == 5:
             history = self.temporal.compress(list(x0[:, :, :-1].unbind(2)))
-            one = self.noise_fixed(x0[:, :, -1], noise[:, :, -1], level)
-            levels = torch.zeros(x0.shape[0], len(history) + 1, device=x0.device)
-            levels[:, -1] = one.timesteps.float()
-            return NoisedBatch([*history, one.model_input], levels, one.target, one.weight)
+            return _after(history, self.noise_fixed(x0[:, :, -1], noise[:, :, -1], level))
         if self.pyramid is None:
             return self.noise_at(x0, noise, level)
         pyr = self.pyramid
         k = max(k for k in range(pyr.stages) if pyr.window(k)[0] <= level <= pyr.window(k)[1])
         lo, hi = pyr.window(k)
-        u = torch.full((x0.shape[0],), (level - lo) / (hi - lo), device=x0.device)
-        z, at, velocity = pyr.point(x0, stage_noise(noise, pyr.factor(k)), k, u)
-        return NoisedBatch(z, at * 1000, velocity, torch.ones(x0.shape[0], device=x0.device))
+        return self._pyramid_point(
+            x0, noise, k, torch.full((x0.shape[0],), (level - lo) / (hi - lo), device=x0.device)
+        )
 
     def noise_at(self, x0: torch.Tensor, noise: torch.Tensor, level: torch.Tensor) -> NoisedBatch:
         """Noised at given levels `(B,)` in [0, 1]: the flow sigma, or timestep / (steps - 1) for diffusion."""

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .transformer3d import text_mask_bias
+
 
 @dataclass
 class FrameCache:
@@ -167,9 +169,7 @@ def forward_frame_list(
     context = encoder_hidden_states
     if model.caption_projection is not None:
         context = model.caption_projection(context).view(b, -1, tokens[0].shape[-1])
-    mask = encoder_attention_mask
-    if mask is not None and mask.ndim == 2:  # PixArt's convention: keep-mask -> additive bias (B, 1, L)
-        mask = ((1 - mask.to(dtype)) * -10000.0).unsqueeze(1)
+    mask = text_mask_bias(encoder_attention_mask, dtype)
 
     if cache is None or f == 1:
         last = _run_blocks(model, tokens, sizes, t_mod, context, mask, (H, W))[-1]
@@ -185,8 +185,7 @@ def forward_frame_list(
         )
         last = present[-1]
 
-    shift, scale = (model.scale_shift_table[None] + t_emb[:, -1, None]).chunk(2, dim=1)
-    last = model.proj_out(model.norm_out(last) * (1 + scale) + shift)
+    last = model._output_tokens(last, t_emb[:, -1])
     h, w = sizes[-1]
     c = model.out_channels
     last = last.reshape(b, h, w, p, p, c).permute(0, 5, 1, 3, 2, 4)

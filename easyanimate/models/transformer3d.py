@@ -42,6 +42,13 @@ def skip_targets(num_layers: int, layout: str = "mirror") -> dict[int, int]:
     return {num_layers - 1 - i: i for i in range(half)}
 
 
+def text_mask_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """PixArt's convention: a keep-mask `(B, L)` (1 = keep) becomes an additive bias `(B, 1, L)`; a bias passes."""
+    if mask is None or mask.ndim != 2:
+        return mask
+    return ((1 - mask.to(dtype)) * -10000.0).unsqueeze(1)
+
+
 def check_history(history: list[int], causal: bool, kinds: dict[int, str]) -> None:
     """An autoregressive model's history compression: factors that are powers of two, never shrinking with
     distance; causal temporal or full motion modules."""
@@ -354,10 +361,7 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
             encoder_attention_mask = torch.cat(
                 [encoder_attention_mask, clip_mask.to(encoder_attention_mask)], 1
             )
-        if encoder_attention_mask is not None and encoder_attention_mask.ndim == 2:
-            # PixArt's convention: a keep-mask becomes an additive bias (B, 1, L)
-            encoder_attention_mask = (1 - encoder_attention_mask.to(hidden_states.dtype)) * -10000.0
-            encoder_attention_mask = encoder_attention_mask.unsqueeze(1)
+        encoder_attention_mask = text_mask_bias(encoder_attention_mask, hidden_states.dtype)
 
         x = hidden_states.permute(0, 2, 1, 3, 4).reshape(b * f, -1, height, width)
         x = self.pos_embed(x)  # (B*F, h*w, D), 2D sin-cos computed for this grid
@@ -418,9 +422,7 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
             if i in self.skip_sources.values():
                 skips[i] = x
 
-        shift, scale = (self.scale_shift_table[None] + t_emb[:, None]).chunk(2, dim=1)
-        x = self.norm_out(x) * (1 + scale) + shift
-        x = self.proj_out(x)
+        x = self._output_tokens(x, t_emb)
         c = self.out_channels
         x = x.reshape(b, f, h, w, p, p, c).permute(0, 6, 1, 2, 4, 3, 5)
         out = x.reshape(b, c, f, height, width)
@@ -429,6 +431,12 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         if not return_dict:
             return (out,)
         return Transformer2DModelOutput(sample=out)
+
+    def _output_tokens(self, x: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
+        """PixArt's final layer: tokens `(N, tokens, D)` modulated by their timestep embedding `(N, D)`, then
+        projected to `patch * patch * out_channels` values each."""
+        shift, scale = (self.scale_shift_table[None] + t_emb[:, None]).chunk(2, dim=1)
+        return self.proj_out(self.norm_out(x) * (1 + scale) + shift)
 
     # ----------------------------------------------------------------------------------------------
     # PixArt loading and motion-module files live in their own module; thin methods here.

@@ -41,7 +41,6 @@ def generate_autoregressive(
     p = pipe.transformer.config.patch_size
     tokens = (frame_shape[2] // p) * (frame_shape[3] // p)
     text_states, text_mask = text
-    do_cfg = guidance_scale > 1
     step_kwargs = {"generator": generator} if pipe.pyramid is not None else {}
     frames: list[torch.Tensor] = [] if start is None else [start.to(device, torch.float32)]
     counter = 0
@@ -55,7 +54,7 @@ def generate_autoregressive(
             z = z * getattr(pipe.scheduler, "init_noise_sigma", 1.0)
             cache = FrameCache()  # the history runs once for all of this frame's steps
             for t in timesteps:
-                pred = _predict(pipe, history, z, t, text_states, text_mask, guidance_scale, do_cfg, cache)
+                pred = _predict(pipe, history, z, t, text_states, text_mask, guidance_scale, cache)
                 z = pipe.scheduler.step(pred, t, z, return_dict=False, **step_kwargs)[0]
                 if callback is not None:
                     values = {"latents": z}
@@ -73,24 +72,18 @@ def _steps_per_frame(pipe, steps: int, stage_steps: list[int] | None, device, to
     return len(pipe._timesteps(steps, 1.0, device, tokens, stage_steps))
 
 
-def _predict(
-    pipe, history, z, t, text, text_mask, guidance_scale: float, do_cfg: bool, cache=None
-) -> torch.Tensor:
+def _predict(pipe, history, z, t, text, text_mask, guidance_scale: float, cache=None) -> torch.Tensor:
     """The velocity / noise for the present frame `z` given the history, with classifier-free guidance (the
     history is the same for both halves: guidance steers the present frame only)."""
     dtype = pipe.transformer.dtype
     frames = [*history, z]
     if hasattr(pipe.scheduler, "scale_model_input"):
         frames[-1] = pipe.scheduler.scale_model_input(z, t)
-    if do_cfg:
+    if guidance_scale > 1:
         frames = [torch.cat([x, x]) for x in frames]
     n = frames[0].shape[0]
     levels = torch.zeros(n, len(frames), device=z.device)
     levels[:, -1] = t
     frames = [x.to(dtype) for x in frames]
     out = pipe.transformer(frames, levels, text, encoder_attention_mask=text_mask, frame_cache=cache).sample
-    out = out[:, : pipe.latent_channels].float()  # PixArt's learned sigma: keep the prediction half
-    if do_cfg:
-        uncond, cond = out.chunk(2)
-        return uncond + guidance_scale * (cond - uncond)
-    return out
+    return pipe._guided(out, guidance_scale)

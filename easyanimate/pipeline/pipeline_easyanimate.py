@@ -307,9 +307,14 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
         out = self.transformer(
             x.to(self.transformer.dtype), timestep, text, encoder_attention_mask=text_mask, **extra
         ).sample
+        return self._guided(out, guidance_scale)
+
+    def _guided(self, out: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+        """The transformer's output for a guided batch (unconditional half first when `guidance_scale` > 1) ->
+        the guided prediction, float32."""
         if out.shape[1] == 2 * self.latent_channels:  # PixArt's learned sigma: keep the prediction half
             out = out[:, : self.latent_channels]
-        if do_cfg:
+        if guidance_scale > 1:
             uncond, cond = out.float().chunk(2)
             return uncond + guidance_scale * (cond - uncond)
         return out.float()
