@@ -50,6 +50,16 @@ def pixart_dir(tmp_path_factory) -> str:
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def script_env(**variables: str) -> dict[str, str]:
+    """The environment a `scripts/*.sh` run gets in the tests: this interpreter's folder first on PATH (the scripts
+    call `python` / `accelerate`), plus `variables` (MODEL_NAME, OUTPUT_DIR, ...)."""
+    return {
+        **os.environ,
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+        **variables,
+    }
+
+
 def run_command(
     args: list[str], timeout: int = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:

@@ -234,17 +234,13 @@ def test_train_t2v_sh_with_the_pyramid_config(tmp_path, shapes_dir):
     """The user's command: scripts/train_t2v.sh with config/train_t2v_pyramid.yaml (3 spatial stages and a
     history compressed up to 4x, so 64 px buckets for the tiny 8x VAE and patch 2), validation through both
     pyramids, the pipeline saved with them."""
-    import sys
-
-    from conftest import make_pipeline, run_command
+    from conftest import make_pipeline, run_command, script_env
 
     base = make_pipeline(tmp_path / "base", sampler="Flow", prediction_type="flow")
-    env = {
-        **os.environ,
-        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
-        "MODEL_NAME": base, "DATASET_NAME": shapes_dir, "OUTPUT_DIR": str(tmp_path / "t2v"),
-        "CONFIG": "config/train_t2v_pyramid.yaml",
-    }  # fmt: skip
+    env = script_env(
+        MODEL_NAME=base, DATASET_NAME=shapes_dir, OUTPUT_DIR=str(tmp_path / "t2v"),
+        CONFIG="config/train_t2v_pyramid.yaml",
+    )  # fmt: skip
     args = ["optimization.max_steps=3", "data.base_size=64", "data.num_frames=5", "data.batch_size=2"]
     args += [
         "validation.steps=3",

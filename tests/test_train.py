@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, make_pipeline, run_command, run_python, tiny_run
+from conftest import ROOT, make_pipeline, run_command, run_python, script_env, tiny_run
 
 from easyanimate.config import ConfigError, load_config
 from easyanimate.data.datasets import VideoDataset
@@ -418,13 +418,7 @@ def test_every_shipped_config_loads():
 
 
 def test_train_t2v_sh_as_the_readme_shows(tmp_path, base_pipeline, shapes_dir):
-    env = {
-        **os.environ,
-        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
-        "MODEL_NAME": base_pipeline,
-        "DATASET_NAME": shapes_dir,
-        "OUTPUT_DIR": str(tmp_path / "t2v"),
-    }
+    env = script_env(MODEL_NAME=base_pipeline, DATASET_NAME=shapes_dir, OUTPUT_DIR=str(tmp_path / "t2v"))
     args = [
         "optimization.max_steps=2",
         "data.base_size=32",

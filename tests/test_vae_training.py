@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 
 import pytest
 import torch
-from conftest import run_command, run_python
+from conftest import run_command, run_python, script_env
 
 from easyanimate.config import ConfigError, load_config
 from easyanimate.data.video_io import read_frames
@@ -150,9 +149,7 @@ def test_model_options_override_the_preset(tmp_path):
 
 def test_train_vae_sh_runs_both_stages(tmp_path, shapes_dir):
     """The shell entry point as the README shows it: sh scripts/train_vae.sh, through accelerate launch."""
-    env = dict(os.environ)
-    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
-    env.update(DATA_ROOT=shapes_dir, OUTPUT_DIR=str(tmp_path / "vae"))
+    env = script_env(DATA_ROOT=shapes_dir, OUTPUT_DIR=str(tmp_path / "vae"))
     overrides = [
         "max_steps=2",
         "data.num_frames=9",
