@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .transformer3d import text_mask_bias
+from .pixart_block import text_mask_bias
 
 
 @dataclass

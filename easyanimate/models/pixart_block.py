@@ -27,3 +27,10 @@ def pixart_block_forward(
         x = between(x)
     x = block.attn2(x, encoder_hidden_states=context, attention_mask=context_mask) + x
     return gate_mlp * block.ff(block.norm2(x) * (1 + scale_mlp) + shift_mlp) + x
+
+
+def text_mask_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """PixArt's convention: a keep-mask `(B, L)` (1 = keep) becomes an additive bias `(B, 1, L)`; a bias passes."""
+    if mask is None or mask.ndim != 2:
+        return mask
+    return ((1 - mask.to(dtype)) * -10000.0).unsqueeze(1)

@@ -23,7 +23,7 @@ from diffusers.models.normalization import AdaLayerNormSingle
 from torch import nn
 
 from .motion_adapter import MOTION_CONFIG_KEYS, MotionAdapter
-from .pixart_block import pixart_block_forward
+from .pixart_block import pixart_block_forward, text_mask_bias
 
 LONG_SKIP_LAYOUTS = ("mirror", "easyanimate")
 
@@ -40,13 +40,6 @@ def skip_targets(num_layers: int, layout: str = "mirror") -> dict[int, int]:
         raise ValueError(f"long_skip_layout must be one of {LONG_SKIP_LAYOUTS}, got {layout!r}")
     half = num_layers // 2
     return {num_layers - 1 - i: i for i in range(half)}
-
-
-def text_mask_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-    """PixArt's convention: a keep-mask `(B, L)` (1 = keep) becomes an additive bias `(B, 1, L)`; a bias passes."""
-    if mask is None or mask.ndim != 2:
-        return mask
-    return ((1 - mask.to(dtype)) * -10000.0).unsqueeze(1)
 
 
 def check_history(history: list[int], causal: bool, kinds: dict[int, str]) -> None:
