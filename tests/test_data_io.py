@@ -98,3 +98,17 @@ def test_synthetic_is_deterministic_and_decord_reads_it(tmp_path, shapes_dir):
     decoded = _read_decord(first, None)  # decord (when it decodes a stream) matches PyAV exactly
     assert decoded is not None and np.array_equal(decoded, read_frames(first))
     assert np.array_equal(read_frames(first, backend="decord"), read_frames(first))
+
+
+def test_read_frame_range_seeks_and_equals_decoding_from_the_start(tmp_path):
+    from easyanimate.data.video_io import read_frame_range
+
+    frames = np.zeros((300, 32, 48, 3), np.uint8)
+    for i in range(300):  # every frame different: a moving bar and a frame counter
+        frames[i, :, (i * 3) % 44 : (i * 3) % 44 + 4] = 255
+        frames[i, :4, :4] = i % 256
+    path = write_video(str(tmp_path / "long.mp4"), frames, fps=24)
+    for start, end in ((0, 5), (131, 140), (250, 300), (299, 300)):
+        got = read_frame_range(path, start, end)
+        assert got.shape[0] == end - start
+        assert np.array_equal(got, read_frames(path, list(range(start, end))))

@@ -14,6 +14,14 @@ import numpy as np
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif"}
+_decode_threads = 0  # FFmpeg's choice
+
+
+def set_decode_threads(count: int) -> None:
+    """Decoder threads for this process's reads (0: FFmpeg's choice). Preprocessing tasks set 1: Ray charges
+    each task one CPU, and FFmpeg would otherwise start a thread per core in every task."""
+    global _decode_threads
+    _decode_threads = count
 
 
 def media_type(path: str) -> str | None:
@@ -53,6 +61,7 @@ def read_frames(path: str, indices: Sequence[int] | None = None, backend: str = 
     wanted = None if indices is None else sorted(set(indices))
     got: dict[int, np.ndarray] = {}
     with av.open(path) as container:
+        container.streams.video[0].thread_count = _decode_threads
         for i, frame in enumerate(container.decode(video=0)):
             if wanted is None or i in wanted:
                 got[i] = frame.to_ndarray(format="rgb24")
@@ -66,6 +75,35 @@ def read_frames(path: str, indices: Sequence[int] | None = None, backend: str = 
     if missing:
         raise ValueError(f"{path}: frames {missing[:3]}... not decodable (video has {max(got) + 1})")
     return np.stack([got[i] for i in indices])
+
+
+def read_frame_range(path: str, start: int, end: int) -> np.ndarray:
+    """Frames `[start, end)`, decoded from the keyframe before `start` (a clip late in a long video does not
+    decode everything before it). Falls back to decoding
+    from the first frame where the stream's timestamps do not give exact frame numbers."""
+    import av
+
+    frames = []
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_count = _decode_threads
+        rate, base = stream.average_rate or stream.base_rate, stream.time_base
+        offset = stream.start_time or 0
+        if rate and base:
+            if start > 0:
+                container.seek(offset + int(start / float(rate) / float(base)), stream=stream, backward=True)
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    frames = []
+                    break
+                index = round(float((frame.pts - offset) * base * rate))
+                if index >= end:
+                    break
+                if index >= start:
+                    frames.append(frame.to_ndarray(format="rgb24"))
+    if len(frames) == end - start:
+        return np.stack(frames)
+    return read_frames(path, list(range(start, end)))
 
 
 def _read_decord(path: str, indices: Sequence[int] | None) -> np.ndarray | None:

@@ -10,6 +10,7 @@ class SplitConfig:
     threshold: float = 27.0  # PySceneDetect ContentDetector threshold
     min_seconds: float = 3.0
     max_seconds: float = 10.0  # longer scenes are cut into pieces of at most this
+    window_seconds: float = 120.0  # videos are first cut into windows this long, split in parallel (0: whole)
 
 
 @dataclass
@@ -58,12 +59,17 @@ class CaptionConfig:
 
 @dataclass
 class EngineConfig:
-    ray_address: str | None = None  # None: local ray.init()
-    num_cpus: int | None = None
-    cpu_concurrency: int = 2  # parallel tasks for CPU stages
-    model_concurrency: int = 1  # actors per model stage
-    cpus_per_actor: float = 1.0
+    ray_address: str | None = None  # None: a local Ray; host:port of a cluster's head (`ray start --head`)
+    num_cpus: int | None = None  # local Ray only
+    cpu_concurrency: int | None = None  # most parallel tasks per CPU stage (None: as many as CPUs allow)
+    model_concurrency: int = 1  # most actors per model stage (the pool autoscales from 1)
+    cpus_per_actor: float = 0.5  # fractional: a model actor leaves the rest of its CPU to the CPU stages
     gpus_per_actor: float = 0.0
+    rows_per_file: int = (
+        8  # rows per Parquet file (and per checkpoint commit: Ctrl-C loses at most this per task)
+    )
+    ship_code: bool = True  # on a cluster, send this package to the nodes (runtime_env py_modules)
+    progress_bars: bool = True
 
 
 @dataclass

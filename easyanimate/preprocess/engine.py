@@ -1,24 +1,32 @@
-"""The preprocessing graph on Ray Data, resumable per clip.
+"""The preprocessing graph on Ray Data: three jobs, each resumable through Ray Data's own checkpointing.
 
-videos --split (tasks)--> clips --basic, quality, motion (tasks)--> --OCR, aesthetic, caption (actor pools)-->
-metadata.json ("normal" format) + summary.json
+    videos --plan: probe, cut into time windows--> windows          (checkpointed by video id)
+    windows --split: scene detection, clip files--> clips           (by window id)
+    clips --filters: basic, quality, motion, tesseract OCR (tasks)
+          --models: aesthetic, easyocr, captions (autoscaling actor pool)--> rows   (by clip id)
 
-Every stage stores its result for an item as `state/<stage>/<id>.json` (written to a temp file, then renamed);
-a re-run after a crash or Ctrl-C reads those and recomputes nothing that finished. A video that cannot be
-read is recorded as failed with its reason and never stops the run.
+Each job reads the previous one's Parquet files under `<output>/work/` and streams its own rows there; Ray Data
+commits a block's rows and its checkpoint together (`work/checkpoints/`), so after a crash or Ctrl-C a re-run
+skips every id already written and loses nothing. `metadata.json` (training's "normal" format) and
+`summary.json` are then written from the rows, file by file: no row travels to the driver through Ray.
+
+Every row has the same columns with typed defaults ("" / NaN), so Arrow never sees a column that is text in one
+block and null in another. A video that cannot be read becomes a row with its reason and never stops the run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import os
+import math
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
-from ..data.video_io import media_type
+from ..data.video_io import set_decode_threads
+from . import storage
+from .cluster import connect
 from .config import PreprocessConfig
 from .filters.basic import basic_filter
 from .filters.motion import motion_filter
@@ -26,152 +34,193 @@ from .filters.ocr import ocr_filter
 from .filters.quality import AestheticScorer, quality_filter
 from .split import cut_clip, detect_scenes, plan_clips, probe
 
-STAGES = ("split", "basic", "quality", "motion", "ocr", "caption")
+NAN = float("nan")
+STAGES = ("split", "basic", "quality", "motion", "ocr", "aesthetic", "caption")
+SCORES = ("seconds", "sharpness", "brightness", "contrast", "aesthetic", "motion", "text_area")
+WINDOW = {
+    "video_id": "",
+    "window_id": "",
+    "source": "",
+    "start_frame": 0,
+    "end_frame": 0,
+    "fps": NAN,
+    "width": 0,
+    "height": 0,
+    "failed": "",  # why the video could not be read ("" when it could)
+}
+CLIP = {
+    **WINDOW,
+    "clip_id": "",
+    "file_path": "",  # relative to the output: clips/<clip_id>.mp4 ("" for a row that is no clip)
+    "num_frames": 0,
+    "dropped_by": "",  # "<stage>: <reason>", "" when kept
+    "split_node": "",
+    "t_split": 0.0,
+    "done_split": 0.0,  # wall clock when its task finished (the benchmark's steady-state throughput)
+}
+ROW = {
+    **CLIP,
+    **{k: NAN for k in SCORES},
+    **{f"t_{s}": 0.0 for s in STAGES if s != "split"},
+    "text": "",
+    "filter_node": "",
+    "done_filter": 0.0,
+    "run": "",  # the run that computed this row: a resumed run leaves earlier runs' rows as they were
+}
 
 
-def _state_path(out: str, stage: str, key: str) -> str:
-    return os.path.join(out, "state", stage, f"{key}.json")
+def typed(row: dict, schema: dict) -> dict:
+    """`row` on `schema`'s columns, missing / None / NaN-for-text values replaced by the column's default."""
+    out = {}
+    for key, default in schema.items():
+        value = row.get(key)
+        if isinstance(default, str):
+            value = value if isinstance(value, str) else default
+        elif value is None or (isinstance(value, float) and math.isnan(value)):
+            value = default
+        else:
+            value = type(default)(value)
+        out[key] = value
+    return out
 
 
-def _load_state(out: str, stage: str, key: str) -> dict | None:
-    path = _state_path(out, stage, key)
-    if os.path.isfile(path):
-        with open(path) as fh:
-            return json.load(fh)
-    return None
+def video_id(uri: str) -> str:
+    stem = uri.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    return f"{stem}-{hashlib.sha1(uri.encode()).hexdigest()[:8]}"
 
 
-def _save_state(out: str, stage: str, key: str, value: dict) -> None:
-    path = _state_path(out, stage, key)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump(value, fh)
-    os.replace(tmp, path)
-
-
-def video_key(path: str) -> str:
-    stem = os.path.splitext(os.path.basename(path))[0]
-    return f"{stem}-{hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:8]}"
-
-
-def _one_thread() -> None:
-    """Ray runs one task per CPU; OpenCV would otherwise spread each task over every core."""
+def _task_setup() -> str:
+    """One thread per task (Ray charges one CPU): OpenCV's loops and the decoders. Returns this node's id."""
     import cv2
+    import ray
 
     cv2.setNumThreads(1)
+    set_decode_threads(1)
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
-def split_video(row: dict, cfg: PreprocessConfig, out: str) -> list[dict]:
-    _one_thread()
-    key = video_key(row["source"])
-    state = _load_state(out, "split", key)
-    if state is None:
-        start = time.perf_counter()
-        try:
-            info = probe(row["source"])
-            if not info["num_frames"] or not info["fps"]:
-                raise ValueError("no frames")
-            scenes = detect_scenes(row["source"], cfg.split.threshold)
-            clips = []
-            for k, (a, b) in enumerate(
-                plan_clips(scenes, info["fps"], cfg.split.min_seconds, cfg.split.max_seconds)
-            ):
-                rel = os.path.join("clips", f"{key}_{k:03d}.mp4")
-                cut_clip(row["source"], os.path.join(out, rel), a, b, info["fps"])
+def _failure(err: Exception) -> str:
+    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
+
+
+def plan_video(row: dict, cfg: PreprocessConfig) -> list[dict]:
+    """A video's time windows (`split.window_seconds`), so one long video is many tasks, not one straggler."""
+    _task_setup()
+    base = {"video_id": row["video_id"], "source": row["source"]}
+    try:
+        with storage.local_copy(row["source"]) as path:
+            info = probe(path)
+        if not info["num_frames"] or not info["fps"]:
+            raise ValueError("no frames")
+    except Exception as err:  # corrupt / unreadable: recorded, never fatal
+        return [typed({**base, "window_id": f"{row['video_id']}_w000", "failed": _failure(err)}, WINDOW)]
+    n, fps = info["num_frames"], info["fps"]
+    size = max(1, int(cfg.split.window_seconds * fps)) if cfg.split.window_seconds > 0 else n
+    return [
+        typed(
+            {
+                **base,
+                **info,
+                "window_id": f"{row['video_id']}_w{k:03d}",
+                "start_frame": a,
+                "end_frame": min(n, a + size),
+            },
+            WINDOW,
+        )
+        for k, a in enumerate(range(0, n, size))
+    ]
+
+
+def split_window(row: dict, cfg: PreprocessConfig, out: str) -> list[dict]:
+    """Scenes of one window, cut again to the clip length limits, written as clips/<clip_id>.mp4."""
+    node = _task_setup()
+    start = time.perf_counter()
+    base = {**row, "split_node": node}
+    if row["failed"]:
+        return [typed({**base, "clip_id": row["window_id"], "dropped_by": "split: unreadable"}, CLIP)]
+    clips = []
+    try:
+        with storage.local_copy(row["source"]) as path:
+            scenes = detect_scenes(path, cfg.split.threshold, row["start_frame"], row["end_frame"])
+            plan = plan_clips(scenes, row["fps"], cfg.split.min_seconds, cfg.split.max_seconds)
+            for k, (a, b) in enumerate(plan):
+                clip_id = f"{row['window_id']}_{k:03d}"
+                rel = f"clips/{clip_id}.mp4"
+                with storage.local_output(storage.join(out, rel)) as dst:
+                    cut_clip(path, dst, a, b, row["fps"])
                 clips.append(
                     {
-                        "clip_id": f"{key}_{k:03d}",
+                        **base,
+                        "clip_id": clip_id,
                         "file_path": rel,
                         "start_frame": a,
                         "end_frame": b,
                         "num_frames": b - a,
-                        "fps": info["fps"],
-                        "width": info["width"],
-                        "height": info["height"],
                     }
                 )
-            state = {"clips": clips, "scenes": len(scenes), "seconds": time.perf_counter() - start}
-        except Exception as err:  # corrupt / unreadable video: recorded, never fatal
-            state = {
-                "clips": [],
-                "failed": f"{type(err).__name__}: {err}",
-                "seconds": time.perf_counter() - start,
-            }
-        _save_state(out, "split", key, state)
-    if state.get("failed"):
+    except Exception as err:  # a window that fails to decode: the video is recorded as failed
         return [
-            {
-                "clip_id": key,
-                "source": row["source"],
-                "failed": state["failed"],
-                "dropped_by": "split: unreadable",
-                "t_split": state["seconds"],
-            }
+            typed(
+                {
+                    **base,
+                    "clip_id": row["window_id"],
+                    "failed": _failure(err),
+                    "dropped_by": "split: unreadable",
+                },
+                CLIP,
+            )
         ]
-    share = state["seconds"] / max(len(state["clips"]), 1)
-    return [
-        {
-            **c,
-            "source": row["source"],
-            "file_path_abs": os.path.join(out, c["file_path"]),
-            "dropped_by": None,
-            "t_split": share,
-        }
-        for c in state["clips"]
-    ]
+    if not clips:  # a row all the same, so the window is checkpointed and a re-run does not redo it
+        return [
+            typed({**base, "clip_id": row["window_id"], "dropped_by": "split: no scene long enough"}, CLIP)
+        ]
+    share = (time.perf_counter() - start) / len(clips)
+    return [typed({**c, "t_split": share, "done_split": time.time()}, CLIP) for c in clips]
 
 
-def _normalize(row: dict) -> dict:
-    """Ray Data moves rows as Arrow batches: a text field some rows lack comes back as None or NaN, and NaN is
-    truthy. Restore None before any stage reads it."""
-    for key in ("dropped_by", "failed"):
-        row[key] = row.get(key) if isinstance(row.get(key), str) else None
-    return row
-
-
-def _stage(row: dict, stage: str, out: str, fn) -> dict:
-    """Run one filter stage on a row (cached per clip); dropped rows pass through untouched."""
+def _stage(row: dict, stage: str, fn) -> dict:
+    """One filter on a row still kept: its scores, its verdict, its time. An error drops the clip, named."""
     if row["dropped_by"]:
         return row
-    state = _load_state(out, stage, row["clip_id"])
-    if state is None:
-        start = time.perf_counter()
-        scores = dict(row)
-        try:
-            keep, reason = fn(scores)
-        except Exception as err:
-            keep, reason = False, f"{stage}: error {type(err).__name__}"
-        state = {
-            "scores": {k: v for k, v in scores.items() if k not in row},
-            "keep": keep,
-            "reason": reason,
-            "seconds": time.perf_counter() - start,
-        }
-        _save_state(out, stage, row["clip_id"], state)
-    return {
-        **row,
-        **state["scores"],
-        "dropped_by": None if state["keep"] else state["reason"],
-        f"t_{stage}": state["seconds"],
-    }
+    start = time.perf_counter()
+    scores = dict(row)
+    try:
+        keep, reason = fn(scores)
+    except Exception as err:
+        keep, reason = False, f"{stage}: error {type(err).__name__}"
+    scores.pop("file_path_abs", None)
+    return {**scores, "dropped_by": "" if keep else reason, f"t_{stage}": time.perf_counter() - start}
 
 
-def cpu_filters(row: dict, cfg: PreprocessConfig, out: str) -> dict:
-    _one_thread()
-    row = _normalize(row)
-    row = _stage(row, "basic", out, lambda r: basic_filter(r, cfg.basic))
-    if cfg.quality.enabled:
-        row = _stage(row, "quality", out, lambda r: quality_filter(r, cfg.quality))
-    if cfg.motion.enabled:
-        row = _stage(row, "motion", out, lambda r: motion_filter(r, cfg.motion))
-    return row
+def cpu_filters(row: dict, cfg: PreprocessConfig, out: str, run_id: str) -> dict:
+    node = _task_setup()
+    row = {**typed(row, ROW), "filter_node": node, "run": run_id}
+    if row["dropped_by"] or row["failed"]:
+        return row
+    with storage.local_copy(storage.join(out, row["file_path"])) as local:
+        row["file_path_abs"] = local
+        row = _stage(row, "basic", lambda r: basic_filter(r, cfg.basic))
+        row["file_path_abs"] = local
+        if cfg.quality.enabled:
+            row = _stage(row, "quality", lambda r: quality_filter(r, cfg.quality))
+            row["file_path_abs"] = local
+        if cfg.motion.enabled:
+            row = _stage(row, "motion", lambda r: motion_filter(r, cfg.motion))
+            row["file_path_abs"] = local
+        if cfg.ocr.backend == "tesseract":  # a subprocess per clip, no model to hold: a plain task
+            row = _stage(row, "ocr", lambda r: ocr_filter(r, cfg.ocr))
+    return typed({**row, "done_filter": time.time()}, ROW)
+
+
+def needs_models(cfg: PreprocessConfig) -> bool:
+    return cfg.ocr.backend == "easyocr" or bool(cfg.quality.aesthetic_model) or bool(cfg.caption.model)
 
 
 class ModelStage:
-    """An actor: loads its model once (OCR reader, aesthetic scorer, captioner), then scores batches of rows."""
+    """An actor: loads its models once (easyocr reader, aesthetic scorer, captioner), then scores batches."""
 
     def __init__(self, cfg: PreprocessConfig, out: str):
+        set_decode_threads(1)
         self.cfg, self.out = cfg, out
         self.ocr = None
         if cfg.ocr.backend == "easyocr":
@@ -186,139 +235,199 @@ class ModelStage:
             self.captioner = Captioner(cfg.caption)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        rows = [_normalize(dict(zip(batch, values))) for values in zip(*batch.values())]
-        if self.cfg.ocr.backend:
-            rows = [_stage(r, "ocr", self.out, lambda x: ocr_filter(x, self.cfg.ocr, self.ocr)) for r in rows]
-        if self.aesthetic is not None:
-            rows = [
-                _stage(
-                    r, "aesthetic", self.out, lambda x: quality_filter(x, self.cfg.quality, self.aesthetic)
-                )
-                for r in rows
-            ]
-        rows = self._captions(rows)
-        return {k: [r.get(k) for r in rows] for k in {k for r in rows for k in r}}
+        rows = [typed(dict(zip(batch, values)), ROW) for values in zip(*batch.values())]
+        rows = [self._score(r) for r in rows]
+        self._captions(rows)
+        return {k: [r[k] for r in rows] for k in ROW}
 
-    def _captions(self, rows: list[dict]) -> list[dict]:
+    def _score(self, row: dict) -> dict:
+        if row["dropped_by"] or row["failed"] or (self.ocr is None and self.aesthetic is None):
+            return row
+        with storage.local_copy(storage.join(self.out, row["file_path"])) as local:
+            row["file_path_abs"] = local
+            if self.ocr is not None:
+                row = _stage(row, "ocr", lambda x: ocr_filter(x, self.cfg.ocr, self.ocr))
+                row["file_path_abs"] = local
+            if self.aesthetic is not None:
+                row = _stage(row, "aesthetic", lambda x: quality_filter(x, self.cfg.quality, self.aesthetic))
+        row.pop("file_path_abs", None)
+        return typed(row, ROW)
+
+    def _captions(self, rows: list[dict]) -> None:
         from .caption import caption_frames
 
-        todo = [
-            r for r in rows if not r["dropped_by"] and _load_state(self.out, "caption", r["clip_id"]) is None
-        ]
-        if self.captioner is not None and todo:
-            start = time.perf_counter()
-            frames = [caption_frames(r, self.cfg.caption) for r in todo]
-            texts = self.captioner([f[len(f) // 2] for f in frames])  # the middle sampled frame of each clip
-            share = (time.perf_counter() - start) / len(todo)
-            for r, text in zip(todo, texts):
-                _save_state(self.out, "caption", r["clip_id"], {"text": text, "seconds": share})
-        for r in rows:
-            if r["dropped_by"]:
-                continue
-            state = _load_state(self.out, "caption", r["clip_id"])
-            if state is None:  # no captioner: the source file name stands in
-                state = {
-                    "text": os.path.splitext(os.path.basename(r["source"]))[0].replace("_", " "),
-                    "seconds": 0.0,
-                }
-            r["text"], r["t_caption"] = state["text"], state["seconds"]
-        return rows
+        todo = [r for r in rows if not r["dropped_by"] and not r["failed"]]
+        if self.captioner is None or not todo:
+            return
+        start = time.perf_counter()
+        frames = []
+        for r in todo:
+            with storage.local_copy(storage.join(self.out, r["file_path"])) as local:
+                f = caption_frames({**r, "file_path_abs": local}, self.cfg.caption)
+            frames.append(f[len(f) // 2])  # the middle sampled frame of each clip
+        texts = self.captioner(frames)
+        share = (time.perf_counter() - start) / len(todo)
+        for r, text in zip(todo, texts):
+            r["text"], r["t_caption"] = text, share
 
 
-def find_videos(folder: str) -> list[str]:
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"input folder not found: {folder}")
-    return sorted(
-        os.path.join(d, n) for d, _, files in os.walk(folder) for n in files if media_type(n) == "video"
+def _checkpointed(id_column: str, uri: str):
+    from ray.data.checkpoint import CheckpointConfig
+
+    fs, path = storage.resolve(uri)
+    return CheckpointConfig(
+        id_column=id_column, checkpoint_path=path, override_filesystem=fs, delete_checkpoint_on_success=False
     )
 
 
-def run(input_dir: str, out: str, cfg: PreprocessConfig) -> dict:
+def _job(name: str, read_uri: str, id_column: str, build, write_uri: str, rows_per_file: int) -> dict:
+    """read Parquet -> build(ds) -> write Parquet, checkpointed by `id_column`; returns Ray Data's stats."""
     import ray
 
-    videos = find_videos(input_dir)
-    os.makedirs(out, exist_ok=True)
-    if not ray.is_initialized():
-        ray.init(
-            address=cfg.engine.ray_address,
-            num_cpus=cfg.engine.num_cpus,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.WARNING,
-        )
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = True
-    start = time.perf_counter()
-    ds = ray.data.from_items([{"source": v} for v in videos], override_num_blocks=max(1, len(videos)))
-    tasks = ray.data.TaskPoolStrategy(size=cfg.engine.cpu_concurrency)
-    ds = ds.flat_map(split_video, fn_kwargs={"cfg": cfg, "out": out}, compute=tasks)
-    ds = ds.map(cpu_filters, fn_kwargs={"cfg": cfg, "out": out}, compute=tasks)
-    if (
-        cfg.ocr.backend or cfg.quality.aesthetic_model or cfg.caption.model
-    ):  # no model: no actor holding a CPU
-        ds = ds.map_batches(
-            ModelStage,
-            fn_constructor_kwargs={"cfg": cfg, "out": out},
-            compute=ray.data.ActorPoolStrategy(size=cfg.engine.model_concurrency),
-            num_cpus=cfg.engine.cpus_per_actor,
-            num_gpus=cfg.engine.gpus_per_actor or None,
-            batch_size=cfg.caption.batch_size,
-            batch_format="default",
+    fs_in, path_in = storage.resolve(read_uri)
+    fs_out, path_out = storage.resolve(write_uri)
+    ctx.checkpoint_config = _checkpointed(id_column, write_uri.rstrip("/") + "_checkpoint")
+    try:
+        start = time.perf_counter()
+        ds = ray.data.read_parquet(path_in, filesystem=fs_in)
+        # one task per row: a video, a window or a clip is seconds of work, where Ray's per-task cost is ms
+        ds = build(ds.repartition(target_num_rows_per_block=1))
+        # the writer asks for little CPU so Ray does not fuse it into the last stage (whose tasks would then
+        # wait for `rows_per_file` rows each): stages run a row per task, the writer gathers rows into files
+        ds.write_parquet(
+            path_out, filesystem=fs_out, min_rows_per_file=rows_per_file, ray_remote_args={"num_cpus": 0.1}
         )
-    rows = ds.take_all()
-    summary = write_outputs(out, rows, len(videos), time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+    finally:
+        ctx.checkpoint_config = None
+    return {"job": name, "seconds": round(seconds, 3), "stats": ds.stats()}
+
+
+def run(input_uri: str, out: str, cfg: PreprocessConfig) -> dict:
+    """Preprocess every video under `input_uri` into the dataset at `out` (paths or URIs); resumable."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import ray
+
+    videos = storage.list_videos(input_uri)
+    if "://" not in out:
+        out = storage.resolve(out)[1]
+    connect(cfg.engine)  # before writing anything: a cluster that refuses us leaves no half-made output
+    work = storage.join(out, "work")
+    fs, work_path = storage.resolve(work)
+    fs.create_dir(work_path, recursive=True)
+    # the list of videos is the first job's input: rewritten each run (new videos join); ids from the path
+    # inside the filesystem, so /data/x.mp4 and file:///data/x.mp4 are the same video
+    ids = [video_id(storage.resolve(v)[1]) for v in videos]
+    with fs.open_output_stream(f"{work_path}/videos.parquet") as fh:
+        pq.write_table(pa.table({"video_id": ids, "source": videos}), fh)
+    ray.data.DataContext.get_current().enable_progress_bars = cfg.engine.progress_bars
+    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    tasks = {"concurrency": cfg.engine.cpu_concurrency} if cfg.engine.cpu_concurrency else {}
+    start = time.perf_counter()
+
+    def windows(ds):
+        return ds.flat_map(plan_video, fn_kwargs={"cfg": cfg}, **tasks)
+
+    def clips(ds):
+        return ds.flat_map(split_window, fn_kwargs={"cfg": cfg, "out": out}, **tasks)
+
+    def rows(ds):
+        ds = ds.map(cpu_filters, fn_kwargs={"cfg": cfg, "out": out, "run_id": run_id}, **tasks)
+        if needs_models(cfg):  # no model: no actor holding resources
+            ds = ds.map_batches(
+                ModelStage,
+                fn_constructor_kwargs={"cfg": cfg, "out": out},
+                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.engine.model_concurrency),
+                num_cpus=cfg.engine.cpus_per_actor,
+                num_gpus=cfg.engine.gpus_per_actor or None,
+                batch_size=cfg.caption.batch_size,
+                batch_format="default",
+            )
+        return ds
+
+    per_file = cfg.engine.rows_per_file
+    jobs = [
+        _job("plan", f"{work}/videos.parquet", "video_id", windows, f"{work}/windows", per_file),
+        _job("split", f"{work}/windows", "window_id", clips, f"{work}/clips", per_file),
+        _job("filter", f"{work}/clips", "clip_id", rows, f"{work}/rows", per_file),
+    ]
+    summary = write_outputs(out, len(videos), time.perf_counter() - start, run_id)
+    summary["jobs"] = {j["job"]: j["seconds"] for j in jobs}
+    storage.write_text(storage.join(out, "summary.json"), json.dumps(summary, indent=2))
+    summary["stats"] = {j["job"]: j["stats"] for j in jobs}
     return summary
 
 
-def _num(value) -> float:
-    """Arrow fills columns a row lacks with None / NaN."""
-    return 0.0 if value is None or value != value else float(value)
+def iter_rows(out: str):
+    """The rows of a run, file by file (never all of them in memory as Arrow, nor through Ray)."""
+    import pyarrow.parquet as pq
+
+    fs, path = storage.resolve(storage.join(out, "work", "rows"))
+    files = fs.get_file_info(storage.pafs.FileSelector(path, recursive=True))
+    for f in sorted(x.path for x in files if x.path.endswith(".parquet")):
+        with fs.open_input_file(f) as fh:
+            yield from pq.read_table(fh).to_pylist()
 
 
-def write_outputs(out: str, rows: list[dict], num_videos: int, seconds: float) -> dict:
-    rows = [_normalize(r) for r in rows]
-    kept = sorted((r for r in rows if not r["dropped_by"] and not r["failed"]), key=lambda r: r["clip_id"])
-    for r in kept:  # no captioner: the source file name stands in
-        if not isinstance(r.get("text"), str):
-            r["text"] = os.path.splitext(os.path.basename(r["source"]))[0].replace("_", " ")
-    score_keys = ("seconds", "sharpness", "brightness", "contrast", "aesthetic", "motion", "text_area")
-    metadata = [
-        {
-            "file_path": r["file_path"],
-            "text": r.get("text", ""),
-            "type": "video",
-            "width": int(r["width"]),
-            "height": int(r["height"]),
-            "num_frames": int(r["num_frames"]),
-            "fps": r["fps"],
-            "source": r["source"],
-            **{k: r[k] for k in score_keys if r.get(k) is not None and r[k] == r[k]},
-        }
-        for r in kept
-    ]
-    tmp = os.path.join(out, "metadata.json.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(metadata, fh, indent=1)
-    os.replace(tmp, os.path.join(out, "metadata.json"))
-    clips = [r for r in rows if not r["failed"]]
-    dropped = Counter(r["dropped_by"] for r in clips if r["dropped_by"])
-    failures = Counter(r["failed"].split(":")[0] for r in rows if r["failed"])
+def write_outputs(out: str, num_videos: int, seconds: float, run_id: str) -> dict:
+    metadata, seen = [], set()
+    dropped: Counter = Counter()
+    failures: dict[str, str] = {}  # video id -> reason (a video fails once, however many windows)
+    stage_seconds: Counter = Counter()
+    nodes: Counter = Counter()
+    clips = computed = duplicates = 0
+    for r in iter_rows(out):
+        if r["clip_id"] in seen:  # Ray's checkpointing is exactly-once per id: count it if that ever breaks
+            duplicates += 1
+            continue
+        seen.add(r["clip_id"])
+        computed += r["run"] == run_id
+        for s in STAGES:
+            stage_seconds[s] += r[f"t_{s}"]
+        for node in (r["split_node"], r["filter_node"]):
+            nodes[node] += bool(node)
+        if r["failed"]:
+            failures.setdefault(r["video_id"], r["failed"].split(":")[0])
+            continue
+        if r["file_path"]:
+            clips += 1
+        if r["dropped_by"]:
+            dropped[r["dropped_by"]] += 1
+            continue
+        metadata.append(
+            {
+                "file_path": r["file_path"],
+                "text": r["text"] or r["source"].rsplit("/", 1)[-1].rsplit(".", 1)[0].replace("_", " "),
+                "type": "video",
+                "width": r["width"],
+                "height": r["height"],
+                "num_frames": r["num_frames"],
+                "fps": r["fps"],
+                "source": r["source"],
+                **{k: r[k] for k in SCORES if r[k] == r[k]},
+            }
+        )
+    metadata.sort(key=lambda m: m["file_path"])
+    storage.write_text(storage.join(out, "metadata.json"), json.dumps(metadata, indent=1))
     after: dict[str, int] = {}
-    remaining = len(clips)
+    remaining = clips
     for stage in ("basic", "quality", "motion", "ocr", "aesthetic"):
         remaining -= sum(n for reason, n in dropped.items() if reason.startswith(f"{stage}:"))
         after[stage] = remaining
-    summary = {
+    return {
         "videos_in": num_videos,
-        "videos_failed": sum(failures.values()),
-        "failures_by_reason": dict(failures),
-        "clips_in": len(clips),
+        "videos_failed": len(failures),
+        "failures_by_reason": dict(Counter(failures.values())),
+        "clips_in": clips,
         "clips_kept_after": after,
-        "clips_kept": len(kept),
+        "clips_kept": len(metadata),
         "dropped_by_reason": dict(dropped),
-        "seconds_per_stage": {s: round(sum(_num(r.get(f"t_{s}")) for r in rows), 3) for s in STAGES},
+        "rows_computed_this_run": computed,
+        "rows_resumed": len(seen) - computed,
+        "duplicate_rows": duplicates,
+        "tasks_by_node": dict(nodes),  # split and filter tasks (of rows computed on Ray) per Ray node id
+        "seconds_per_stage": {s: round(stage_seconds[s], 3) for s in STAGES},
         "wall_seconds": round(seconds, 3),
     }
-    with open(os.path.join(out, "summary.json"), "w") as fh:
-        json.dump(summary, fh, indent=2)
-    return summary

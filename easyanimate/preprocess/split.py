@@ -3,7 +3,7 @@ frame-accurately with PyAV."""
 
 from __future__ import annotations
 
-from ..data.video_io import read_frames, video_length, write_video
+from ..data.video_io import read_frame_range, video_length, write_video
 
 
 def probe(path: str) -> dict:
@@ -17,18 +17,23 @@ def probe(path: str) -> dict:
     return {"fps": fps, "num_frames": video_length(path), "width": width, "height": height}
 
 
-def detect_scenes(path: str, threshold: float) -> list[tuple[int, int]]:
-    """[(start_frame, end_frame_exclusive)], one per scene; the whole video when no cut is found."""
+def detect_scenes(
+    path: str, threshold: float, start: int = 0, end: int | None = None
+) -> list[tuple[int, int]]:
+    """[(start_frame, end_frame_exclusive)], one per scene of frames `[start, end)`; the whole range when no cut
+    is found. A range (a time window of a long video) is read by seeking, not from the first frame."""
     from scenedetect import ContentDetector, SceneManager, open_video
 
+    if end is None:
+        end = probe(path)["num_frames"]
     video = open_video(path)
+    if start:
+        video.seek(start)
     manager = SceneManager()
     manager.add_detector(ContentDetector(threshold=threshold, min_scene_len=2))
-    manager.detect_scenes(video, show_progress=False)
-    scenes = [(s.get_frames(), e.get_frames()) for s, e in manager.get_scene_list()]
-    if not scenes:
-        scenes = [(0, probe(path)["num_frames"])]
-    return scenes
+    manager.detect_scenes(video, end_time=end, show_progress=False)
+    scenes = [(s.frame_num, e.frame_num) for s, e in manager.get_scene_list()]
+    return scenes or [(start, end)]
 
 
 def plan_clips(
@@ -49,4 +54,4 @@ def plan_clips(
 
 
 def cut_clip(src: str, dst: str, start: int, end: int, fps: float) -> str:
-    return write_video(dst, read_frames(src, list(range(start, end))), fps=fps)
+    return write_video(dst, read_frame_range(src, start, end), fps=fps)
