@@ -3,7 +3,8 @@
 
 Steady state: clips finished per second between the first and the last clip of a stage, from each row's finish
 time, so a job's start-up (Ray's workers, the first task's imports) is not counted. Ray Data's own per-operator
-throughput (`ds.stats()`) is recorded beside it. Synthetic raw videos (pans, cuts, text, still and dark shots);
+throughput (`ds.stats()`) is recorded beside it. Synthetic raw videos (pans, cuts, text, still and dark shots)
+at 512x384, so a clip is about a second of work as with real footage (at 128x96 Ray's per-task cost dominates);
 OCR (tesseract) on when installed, captioning off.
 """
 
@@ -86,14 +87,17 @@ def one_run(raw: str, settings: list[str], address: str | None) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--copies", type=int, default=12, help="copies of each synthetic raw video")
+    p.add_argument("--copies", type=int, default=8, help="copies of each synthetic raw video")
+    p.add_argument(
+        "--scale", type=int, default=4, help="video size 128x96 x scale (4: about a second of work per clip)"
+    )
     p.add_argument("--seconds", type=float, default=8.0, help="length of each synthetic raw video")
     p.add_argument("--skip-cluster", action="store_true", help="only the local 1 vs 2 worker runs")
     args = p.parse_args()
     from easyanimate.preprocess.cluster import LocalCluster
 
     raw = tempfile.mkdtemp(prefix="bench_raw_")
-    made = make_raw_videos(os.path.join(raw, "base"), seconds=args.seconds)
+    made = make_raw_videos(os.path.join(raw, "base"), seconds=args.seconds, scale=args.scale)
     for name, path in made.items():
         if name != "corrupt":
             for k in range(args.copies):
