@@ -1,6 +1,9 @@
 """Preprocessing throughput on Ray Data, steady state: 1 vs 2 workers (a local Ray with 2 CPUs) and 1 vs 2 nodes
 (a cluster of 1-CPU nodes started on this machine with `ray start`, as `LocalCluster` does).
 
+Reference in the same run: the same stage functions in a plain process pool (no Ray), 1 vs 2 processes: how
+much two processes can gain on this machine at all.
+
 Steady state: clips finished per second between the first and the last clip of a stage, from each row's finish
 time, so a job's start-up (Ray's workers, the first task's imports) is not counted. Ray Data's own per-operator
 throughput (`ds.stats()`) is recorded beside it. Synthetic raw videos (pans, cuts, text, still and dark shots)
@@ -85,6 +88,43 @@ def one_run(raw: str, settings: list[str], address: str | None) -> dict:
     }
 
 
+def _one_video(args: tuple) -> list[dict]:
+    """plan -> split -> filters for one video in this process (the no-Ray reference)."""
+    from easyanimate.preprocess import engine
+
+    source, cfg, out = args
+    windows = engine.plan_video({"video_id": engine.video_id(source), "source": source}, cfg)
+    clips = [c for w in windows for c in engine.split_window(w, cfg, out)]
+    return [engine.cpu_filters(c, cfg, out, "pool") for c in clips]
+
+
+def pool_run(raw: str, workers: int) -> dict:
+    """The same stage functions in a plain process pool, no Ray: what this machine gives 2 processes at all."""
+    import multiprocessing
+    import time
+
+    from easyanimate.preprocess.storage import list_videos
+
+    out = tempfile.mkdtemp(prefix="bench_pool_")
+    cfg = load_config(PreprocessConfig, None, SETTINGS)
+    if shutil.which("tesseract") is None:
+        cfg.ocr.backend = None
+    start = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        rows = [
+            r for rs in pool.imap_unordered(_one_video, [(v, cfg, out) for v in list_videos(raw)]) for r in rs
+        ]
+    wall = time.perf_counter() - start
+    shutil.rmtree(out, ignore_errors=True)
+    done = [r["done_filter"] for r in rows if r["file_path"]]
+    return {
+        "videos": len({r["video_id"] for r in rows}),
+        "clips": len(done),
+        "wall_s": round(wall, 3),
+        "pipeline_clips_per_s": steady(done),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--copies", type=int, default=8, help="copies of each synthetic raw video")
@@ -105,6 +145,9 @@ def main() -> None:
     shutil.rmtree(os.path.join(raw, "base"))
     rows = []
     for workers in (1, 2):
+        rows.append({"setup": f"no Ray: process pool, {workers} process(es)", **pool_run(raw, workers)})
+        print(rows[-1], flush=True)
+    for workers in (1, 2):
         row = one_run(raw, ["engine.num_cpus=2", f"engine.cpu_concurrency={workers}"], None)
         rows.append({"setup": f"local Ray, {workers} worker(s)", **row})
         print(rows[-1], flush=True)
@@ -115,18 +158,27 @@ def main() -> None:
                 row = one_run(raw, [], address)
             rows.append({"setup": f"cluster, {nodes} node(s) x 1 CPU", **row})
             print(rows[-1], flush=True)
-    for a, b in ((0, 1), (2, 3)):
+    for a, b in ((0, 1), (2, 3), (4, 5)):
         if b < len(rows):
-            for key in ("split_clips_per_s", "filter_clips_per_s"):
-                rows[b][key.replace("clips_per_s", "scaling")] = rows[b][key] / max(rows[a][key], 1e-9)
+            for key in ("split_clips_per_s", "filter_clips_per_s", "pipeline_clips_per_s"):
+                if key in rows[a]:
+                    rows[b][key.replace("clips_per_s", "scaling")] = rows[b][key] / max(rows[a][key], 1e-9)
     shutil.rmtree(raw, ignore_errors=True)
     print(
         "\npreprocessing throughput, steady state (clips/s between the first and the last finished clip), CPU"
     )
     print_table(
         rows,
-        ["setup", "videos", "clips", "wall_s", "split_clips_per_s", "filter_clips_per_s", "split_scaling"]
-        + ["filter_scaling", "nodes_used"],
+        [
+            "setup",
+            "videos",
+            "clips",
+            "wall_s",
+            "pipeline_clips_per_s",
+            "pipeline_scaling",
+            "split_clips_per_s",
+        ]
+        + ["filter_clips_per_s", "split_scaling", "filter_scaling", "nodes_used"],
     )
     goal = "steady-state scaling >= 1.6x from 1 to 2 workers"
     print(f"wrote {write_results('bench_preprocess', {'rows': rows, 'goal': goal})}")

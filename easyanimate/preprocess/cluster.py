@@ -144,11 +144,15 @@ class LocalCluster:
 
     def __enter__(self) -> str:
         port = self.address.rsplit(":", 1)[1]
-        self._start("--head", "--port", port, "--include-dashboard", "false", name="head")
-        self.wait(1, timeout=60)
-        for k in range(1, self.nodes):
-            self._start("--address", self.address, name=f"node{k}")
-        self.wait(self.nodes, timeout=90)
+        try:
+            self._start("--head", "--port", port, "--include-dashboard", "false", name="head")
+            self.wait(1, timeout=60)
+            for k in range(1, self.nodes):
+                self._start("--address", self.address, name=f"node{k}")
+            self.wait(self.nodes, timeout=90)
+        except BaseException:  # __exit__ does not run when __enter__ raises: never leave a head behind
+            self.stop()
+            raise
         return self.address
 
     def wait(self, nodes: int, timeout: float) -> None:
