@@ -143,8 +143,9 @@ def test_end_to_end_on_ray(tmp_path, raw):
     cfg = load_config(PreprocessConfig, os.path.join(ROOT, "config", "preprocess.yaml"), TEST_SETTINGS)
     cfg.basic.min_width = cfg.basic.min_height = 64
     cfg.caption.model = tiny_captioner(tmp_path / "blip")
-    out = tmp_path / "out"
-    summary = run(os.path.dirname(raw["static"]), str(out), cfg)
+    out, inputs = tmp_path / "out", tmp_path / "raw"
+    shutil.copytree(os.path.dirname(raw["static"]), inputs)
+    summary = run(str(inputs), str(out), cfg)
     assert summary["videos_in"] == 6 and summary["videos_failed"] == 1  # the corrupt file, reported
     assert summary["clips_in"] == 6 and summary["clips_kept"] == 2
     assert summary["dropped_by_reason"] == {
@@ -170,6 +171,13 @@ def test_end_to_end_on_ray(tmp_path, raw):
     records = load_records("normal", str(out / "metadata.json"))
     sample = VideoDataset(records, height=64, width=64, num_frames=9)[0]
     assert sample["pixels"].shape == (3, 9, 64, 64)
+    # a re-run after removing a video: nothing recomputed, its clips leave the dataset
+    os.remove(inputs / "two_scenes.mp4")
+    again = run(str(inputs), str(out), cfg)
+    assert again["rows_computed_this_run"] == 0 and again["rows_resumed"] == 5
+    assert (
+        again["videos_in"] == 5 and again["clips_kept"] == 0 and json.load(open(out / "metadata.json")) == []
+    )
 
 
 def committed(out) -> dict:

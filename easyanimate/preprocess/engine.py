@@ -341,6 +341,12 @@ def run(input_uri: str, out: str, cfg: PreprocessConfig) -> dict:
     def clips(ds):
         return ds.flat_map(split_window, fn_kwargs={"cfg": cfg, "out": out}, **tasks)
 
+    # A resumed job runs Ray Data's checkpoint filter as an actor holding 1 CPU; with the model actor's share
+    # there must still be a whole CPU for a task, or the job waits forever (seen on 2 CPUs with a captioner)
+    actor_cpus = cfg.engine.cpus_per_actor
+    if needs_models(cfg) and ray.cluster_resources().get("CPU", 0) - actor_cpus < 2:
+        actor_cpus = 0.0
+
     def rows(ds):
         ds = ds.map(cpu_filters, fn_kwargs={"cfg": cfg, "out": out, "run_id": run_id}, **tasks)
         if needs_models(cfg):  # no model: no actor holding resources
@@ -348,7 +354,7 @@ def run(input_uri: str, out: str, cfg: PreprocessConfig) -> dict:
                 ModelStage,
                 fn_constructor_kwargs={"cfg": cfg, "out": out},
                 compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.engine.model_concurrency),
-                num_cpus=cfg.engine.cpus_per_actor,
+                num_cpus=actor_cpus,
                 num_gpus=cfg.engine.gpus_per_actor or None,
                 batch_size=cfg.caption.batch_size,
                 batch_format="default",
@@ -361,7 +367,7 @@ def run(input_uri: str, out: str, cfg: PreprocessConfig) -> dict:
         _job("split", f"{work}/windows", "window_id", clips, f"{work}/clips", per_file),
         _job("filter", f"{work}/clips", "clip_id", rows, f"{work}/rows", per_file),
     ]
-    summary = write_outputs(out, len(videos), time.perf_counter() - start, run_id)
+    summary = write_outputs(out, set(ids), time.perf_counter() - start, run_id)
     summary["jobs"] = {j["job"]: j["seconds"] for j in jobs}
     storage.write_text(storage.join(out, "summary.json"), json.dumps(summary, indent=2))
     summary["stats"] = {j["job"]: j["stats"] for j in jobs}
@@ -379,7 +385,9 @@ def iter_rows(out: str):
             yield from pq.read_table(fh).to_pylist()
 
 
-def write_outputs(out: str, num_videos: int, seconds: float, run_id: str) -> dict:
+def write_outputs(out: str, videos: set[str], seconds: float, run_id: str) -> dict:
+    """metadata.json and the summary from the rows of the videos in this run's input (`videos`: their ids; rows
+    of videos since removed from the input stay in work/ but leave the dataset)."""
     metadata, seen = [], set()
     dropped: Counter = Counter()
     failures: dict[str, str] = {}  # video id -> reason (a video fails once, however many windows)
@@ -387,6 +395,8 @@ def write_outputs(out: str, num_videos: int, seconds: float, run_id: str) -> dic
     nodes: Counter = Counter()
     clips = computed = duplicates = 0
     for r in iter_rows(out):
+        if r["video_id"] not in videos:
+            continue
         if r["clip_id"] in seen:  # Ray's checkpointing is exactly-once per id: count it if that ever breaks
             duplicates += 1
             continue
@@ -425,7 +435,7 @@ def write_outputs(out: str, num_videos: int, seconds: float, run_id: str) -> dic
         remaining -= sum(n for reason, n in dropped.items() if reason.startswith(f"{stage}:"))
         after[stage] = remaining
     return {
-        "videos_in": num_videos,
+        "videos_in": len(videos),
         "videos_failed": len(failures),
         "failures_by_reason": dict(Counter(failures.values())),
         "clips_in": clips,
