@@ -57,15 +57,20 @@ def ray_throughput(stats: str) -> dict[str, float]:
     return out
 
 
+def bench_config(settings: list[str]) -> PreprocessConfig:
+    cfg = load_config(PreprocessConfig, None, SETTINGS + settings)
+    if shutil.which("tesseract") is None:
+        cfg.ocr.backend = None
+    return cfg
+
+
 def one_run(raw: str, settings: list[str], address: str | None) -> dict:
     import ray
 
     from easyanimate.preprocess.engine import iter_rows, run
 
     out = tempfile.mkdtemp(prefix="bench_pre_")
-    cfg = load_config(PreprocessConfig, None, SETTINGS + settings)
-    if shutil.which("tesseract") is None:
-        cfg.ocr.backend = None
+    cfg = bench_config(settings)
     cfg.engine.ray_address = address
     try:
         summary = run(raw, out, cfg)
@@ -106,9 +111,7 @@ def pool_run(raw: str, workers: int) -> dict:
     from easyanimate.preprocess.storage import list_videos
 
     out = tempfile.mkdtemp(prefix="bench_pool_")
-    cfg = load_config(PreprocessConfig, None, SETTINGS)
-    if shutil.which("tesseract") is None:
-        cfg.ocr.backend = None
+    cfg = bench_config([])
     start = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         rows = [

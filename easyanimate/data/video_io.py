@@ -79,8 +79,8 @@ def read_frames(path: str, indices: Sequence[int] | None = None, backend: str = 
 
 def read_frame_range(path: str, start: int, end: int) -> np.ndarray:
     """Frames `[start, end)`, decoded from the keyframe before `start` (a clip late in a long video does not
-    decode everything before it). Falls back to decoding
-    from the first frame where the stream's timestamps do not give exact frame numbers."""
+    decode everything before it). Falls back to decoding from the first frame where the stream's timestamps do
+    not give exact frame numbers."""
     import av
 
     frames = []

@@ -6,7 +6,7 @@
           --models: aesthetic, easyocr, captions (autoscaling actor pool)--> rows   (by clip id)
 
 Each job reads the previous one's Parquet files under `<output>/work/` and streams its own rows there; Ray Data
-commits a block's rows and its checkpoint together (`work/checkpoints/`), so after a crash or Ctrl-C a re-run
+commits a block's rows and its checkpoint together (`work/<job>_checkpoint/`), so after a crash or Ctrl-C a re-run
 skips every id already written and loses nothing. `metadata.json` (training's "normal" format) and
 `summary.json` are then written from the rows, file by file: no row travels to the driver through Ray.
 
@@ -84,9 +84,12 @@ def typed(row: dict, schema: dict) -> dict:
     return out
 
 
-def video_id(uri: str) -> str:
-    stem = uri.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    return f"{stem}-{hashlib.sha1(uri.encode()).hexdigest()[:8]}"
+def _stem(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+
+
+def video_id(path: str) -> str:
+    return f"{_stem(path)}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
 
 
 def _task_setup() -> str:
@@ -136,8 +139,12 @@ def split_window(row: dict, cfg: PreprocessConfig, out: str) -> list[dict]:
     node = _task_setup()
     start = time.perf_counter()
     base = {**row, "split_node": node}
+
+    def no_clip(**why) -> list[dict]:  # one row all the same, so the window is checkpointed and never redone
+        return [typed({**base, "clip_id": row["window_id"], **why}, CLIP)]
+
     if row["failed"]:
-        return [typed({**base, "clip_id": row["window_id"], "dropped_by": "split: unreadable"}, CLIP)]
+        return no_clip(dropped_by="split: unreadable")
     clips = []
     try:
         with storage.local_copy(row["source"]) as path:
@@ -159,21 +166,9 @@ def split_window(row: dict, cfg: PreprocessConfig, out: str) -> list[dict]:
                     }
                 )
     except Exception as err:  # a window that fails to decode: the video is recorded as failed
-        return [
-            typed(
-                {
-                    **base,
-                    "clip_id": row["window_id"],
-                    "failed": _failure(err),
-                    "dropped_by": "split: unreadable",
-                },
-                CLIP,
-            )
-        ]
-    if not clips:  # a row all the same, so the window is checkpointed and a re-run does not redo it
-        return [
-            typed({**base, "clip_id": row["window_id"], "dropped_by": "split: no scene long enough"}, CLIP)
-        ]
+        return no_clip(failed=_failure(err), dropped_by="split: unreadable")
+    if not clips:
+        return no_clip(dropped_by="split: no scene long enough")
     share = (time.perf_counter() - start) / len(clips)
     return [typed({**c, "t_split": share, "done_split": time.time()}, CLIP) for c in clips]
 
@@ -188,7 +183,6 @@ def _stage(row: dict, stage: str, fn) -> dict:
         keep, reason = fn(scores)
     except Exception as err:
         keep, reason = False, f"{stage}: error {type(err).__name__}"
-    scores.pop("file_path_abs", None)
     return {**scores, "dropped_by": "" if keep else reason, f"t_{stage}": time.perf_counter() - start}
 
 
@@ -198,15 +192,12 @@ def cpu_filters(row: dict, cfg: PreprocessConfig, out: str, run_id: str) -> dict
     if row["dropped_by"] or row["failed"]:
         return row
     with storage.local_copy(storage.join(out, row["file_path"])) as local:
-        row["file_path_abs"] = local
+        row["file_path_abs"] = local  # the filters read the clip here; typed() leaves it out of the row
         row = _stage(row, "basic", lambda r: basic_filter(r, cfg.basic))
-        row["file_path_abs"] = local
         if cfg.quality.enabled:
             row = _stage(row, "quality", lambda r: quality_filter(r, cfg.quality))
-            row["file_path_abs"] = local
         if cfg.motion.enabled:
             row = _stage(row, "motion", lambda r: motion_filter(r, cfg.motion))
-            row["file_path_abs"] = local
         if cfg.ocr.backend == "tesseract":  # a subprocess per clip, no model to hold: a plain task
             row = _stage(row, "ocr", lambda r: ocr_filter(r, cfg.ocr))
     return typed({**row, "done_filter": time.time()}, ROW)
@@ -247,10 +238,8 @@ class ModelStage:
             row["file_path_abs"] = local
             if self.ocr is not None:
                 row = _stage(row, "ocr", lambda x: ocr_filter(x, self.cfg.ocr, self.ocr))
-                row["file_path_abs"] = local
             if self.aesthetic is not None:
                 row = _stage(row, "aesthetic", lambda x: quality_filter(x, self.cfg.quality, self.aesthetic))
-        row.pop("file_path_abs", None)
         return typed(row, ROW)
 
     def _captions(self, rows: list[dict]) -> None:
@@ -310,7 +299,8 @@ def run(input_uri: str, out: str, cfg: PreprocessConfig) -> dict:
     import pyarrow.parquet as pq
     import ray
 
-    videos = storage.list_videos(input_uri)
+    found = storage.find_videos(input_uri)
+    videos = [uri for uri, _ in found]
     if "://" not in out:
         out = storage.resolve(out)[1]
     connect(cfg.engine)  # before writing anything: a cluster that refuses us leaves no half-made output
@@ -319,7 +309,7 @@ def run(input_uri: str, out: str, cfg: PreprocessConfig) -> dict:
     fs.create_dir(work_path, recursive=True)
     # the list of videos is the first job's input: rewritten each run (new videos join); ids from the path
     # inside the filesystem, so /data/x.mp4 and file:///data/x.mp4 are the same video
-    ids = [video_id(storage.resolve(v)[1]) for v in videos]
+    ids = [video_id(path) for _, path in found]
     with fs.open_output_stream(f"{work_path}/videos.parquet") as fh:
         pq.write_table(pa.table({"video_id": ids, "source": videos}), fh)
     ctx = ray.data.DataContext.get_current()
@@ -417,7 +407,7 @@ def write_outputs(out: str, videos: set[str], seconds: float, run_id: str) -> di
         metadata.append(
             {
                 "file_path": r["file_path"],
-                "text": r["text"] or r["source"].rsplit("/", 1)[-1].rsplit(".", 1)[0].replace("_", " "),
+                "text": r["text"] or _stem(r["source"]).replace("_", " "),  # no captioner: the file name
                 "type": "video",
                 "width": r["width"],
                 "height": r["height"],

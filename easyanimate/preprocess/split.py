@@ -24,8 +24,6 @@ def detect_scenes(
     is found. A range (a time window of a long video) is read by seeking, not from the first frame."""
     from scenedetect import ContentDetector, SceneManager, open_video
 
-    if end is None:
-        end = probe(path)["num_frames"]
     video = open_video(path)
     if start:
         video.seek(start)
@@ -33,7 +31,7 @@ def detect_scenes(
     manager.add_detector(ContentDetector(threshold=threshold, min_scene_len=2))
     manager.detect_scenes(video, end_time=end, show_progress=False)
     scenes = [(s.frame_num, e.frame_num) for s, e in manager.get_scene_list()]
-    return scenes or [(start, end)]
+    return scenes or [(start, probe(path)["num_frames"] if end is None else end)]
 
 
 def plan_clips(

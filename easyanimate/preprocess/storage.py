@@ -45,6 +45,12 @@ def join(base: str, *parts: str) -> str:
 
 def list_videos(uri: str) -> list[str]:
     """Every video under `uri` (recursive), as URIs / paths of the same kind as `uri`, sorted."""
+    return [video for video, _ in find_videos(uri)]
+
+
+def find_videos(uri: str) -> list[tuple[str, str]]:
+    """(URI or path of the same kind as `uri`, path inside its filesystem) of every video under `uri`, sorted;
+    the filesystem is resolved once for the whole listing."""
     fs, path = resolve(uri)
     info = fs.get_file_info(path)
     if info.type != pafs.FileType.Directory:
@@ -56,7 +62,7 @@ def list_videos(uri: str) -> list[str]:
         if f.type == pafs.FileType.File and media_type(f.path) == "video"
     )
     base = uri if "://" in uri else os.path.abspath(uri)
-    return [join(base, r) for r in rel]
+    return [(join(base, r), join(path, r)) for r in rel]
 
 
 @contextlib.contextmanager
