@@ -1,4 +1,4 @@
-"""Preprocessing throughput on Ray Data, steady state: 1 vs 2 workers (a local Ray with 2 CPUs) and 1 vs 2 nodes
+"""Preprocessing throughput on Ray Data, steady state: 1 vs 2 workers (a local Ray with 1 or 2 CPUs) and 1 vs 2 nodes
 (a cluster of 1-CPU nodes started on this machine with `ray start`, as `LocalCluster` does).
 
 Reference in the same run: the same stage functions in a plain process pool (no Ray), 1 vs 2 processes: how
@@ -14,6 +14,7 @@ OCR (tesseract) on when installed, captioning off.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -128,6 +129,20 @@ def pool_run(raw: str, workers: int) -> dict:
     }
 
 
+@contextlib.contextmanager
+def cores(n: int):
+    """This process and every process it starts meanwhile (Ray's raylet, workers, a `ray start` node, pool
+    workers, tesseract) on the first `n` cores: a 1-worker run then has one core for everything, as a 1-CPU
+    machine has, instead of leaving Ray's own processes the machine's second core (which made the 1-worker
+    figures vary by +-25% between runs)."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, set(sorted(before)[:n]))
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--copies", type=int, default=8, help="copies of each synthetic raw video")
@@ -148,16 +163,18 @@ def main() -> None:
     shutil.rmtree(os.path.join(raw, "base"))
     rows = []
     for workers in (1, 2):
-        rows.append({"setup": f"no Ray: process pool, {workers} process(es)", **pool_run(raw, workers)})
+        with cores(workers):
+            rows.append({"setup": f"no Ray: process pool, {workers} process(es)", **pool_run(raw, workers)})
         print(rows[-1], flush=True)
-    for workers in (1, 2):
-        row = one_run(raw, ["engine.num_cpus=2", f"engine.cpu_concurrency={workers}"], None)
-        rows.append({"setup": f"local Ray, {workers} worker(s)", **row})
+    for workers in (1, 2):  # a worker per CPU, as a cluster node has (capping tasks on 2 CPUs scaled worse)
+        with cores(workers):
+            row = one_run(raw, [f"engine.num_cpus={workers}"], None)
+        rows.append({"setup": f"local Ray, {workers} CPU(s)", **row})
         print(rows[-1], flush=True)
     if not args.skip_cluster:
         for nodes in (1, 2):
             log_dir = tempfile.mkdtemp(prefix="bench_cluster_")
-            with LocalCluster(nodes=nodes, cpus=1, log_dir=log_dir) as address:
+            with cores(nodes), LocalCluster(nodes=nodes, cpus=1, log_dir=log_dir) as address:
                 row = one_run(raw, [], address)
             rows.append({"setup": f"cluster, {nodes} node(s) x 1 CPU", **row})
             print(rows[-1], flush=True)
@@ -183,7 +200,9 @@ def main() -> None:
         ]
         + ["filter_clips_per_s", "split_scaling", "filter_scaling", "nodes_used"],
     )
-    goal = "steady-state scaling >= 1.6x from 1 to 2 workers"
+    goal = (
+        "steady-state scaling >= 1.6x from 1 to 2 workers (n workers: n cores for every process of the run)"
+    )
     print(f"wrote {write_results('bench_preprocess', {'rows': rows, 'goal': goal})}")
 
 

@@ -61,12 +61,15 @@ class CaptionConfig:
 class EngineConfig:
     ray_address: str | None = None  # None: a local Ray; host:port of a cluster's head (`ray start --head`)
     num_cpus: int | None = None  # local Ray only
-    cpu_concurrency: int | None = None  # most parallel tasks per CPU stage (None: as many as CPUs allow)
+    cpu_concurrency: int | None = None  # cap on parallel tasks per CPU stage (None: as CPUs allow; faster)
     model_concurrency: int = 1  # most actors per model stage (the pool autoscales from 1)
     cpus_per_actor: float = 0.5  # fractional: a model actor leaves the rest of its CPU to the CPU stages
     gpus_per_actor: float = 0.0
     rows_per_file: int = (
         8  # rows per Parquet file (and per checkpoint commit: Ctrl-C loses at most this per task)
+    )
+    rows_per_task: int = (
+        1  # videos / windows / clips per stage task (more when a row is under a second of work)
     )
     ship_code: bool = True  # on a cluster, send this package to the nodes (runtime_env py_modules)
     progress_bars: bool = True

@@ -27,7 +27,7 @@ from typing import Any
 from ..data.video_io import set_decode_threads
 from . import storage
 from .cluster import connect
-from .config import PreprocessConfig
+from .config import EngineConfig, PreprocessConfig
 from .filters.basic import basic_filter
 from .filters.motion import motion_filter
 from .filters.ocr import ocr_filter
@@ -269,7 +269,7 @@ def _checkpointed(id_column: str, uri: str):
     )
 
 
-def _job(name: str, read_uri: str, id_column: str, build, write_uri: str, rows_per_file: int) -> dict:
+def _job(name: str, read_uri: str, id_column: str, build, write_uri: str, engine: EngineConfig) -> dict:
     """read Parquet -> build(ds) -> write Parquet, checkpointed by `id_column`; returns Ray Data's stats."""
     import ray
 
@@ -280,12 +280,16 @@ def _job(name: str, read_uri: str, id_column: str, build, write_uri: str, rows_p
     try:
         start = time.perf_counter()
         ds = ray.data.read_parquet(path_in, filesystem=fs_in)
-        # one task per row: a video, a window or a clip is seconds of work, where Ray's per-task cost is ms
-        ds = build(ds.repartition(target_num_rows_per_block=1))
+        # a task per row (`rows_per_task`): a video, a window or a clip is seconds of work, Ray's per-task cost
+        # is tens of ms plus up to 0.1 s before Ray Data's scheduling loop sees the task finish
+        ds = build(ds.repartition(target_num_rows_per_block=engine.rows_per_task))
         # the writer asks for little CPU so Ray does not fuse it into the last stage (whose tasks would then
         # wait for `rows_per_file` rows each): stages run a row per task, the writer gathers rows into files
         ds.write_parquet(
-            path_out, filesystem=fs_out, min_rows_per_file=rows_per_file, ray_remote_args={"num_cpus": 0.1}
+            path_out,
+            filesystem=fs_out,
+            min_rows_per_file=engine.rows_per_file,
+            ray_remote_args={"num_cpus": 0.1},
         )
         seconds = time.perf_counter() - start
     finally:
@@ -317,6 +321,11 @@ def run(input_uri: str, out: str, cfg: PreprocessConfig) -> dict:
     # Ray Data splits half the CPUs evenly between operators by default: the writer (0.1 CPU of work) held 0.8
     # of 2 CPUs and the filter stage ran one task at a time (measured). Our stages are the work: let them have it
     ctx.op_resource_reservation_enabled = False
+    # The repartition into a row per block runs as one task holding a CPU until it has emitted every row; Ray
+    # Data's downstream-capacity backpressure paused it while the stage was busy, so on 2 CPUs it held one of
+    # them for the whole job and the stage ran one task at a time (seen in Ray Data's log). Rows are small:
+    # let it finish and free its CPU (Ray Data's object-store budget still bounds the queue)
+    ctx.downstream_capacity_backpressure_ratio = None
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     tasks = (
         {"compute": ray.data.TaskPoolStrategy(size=cfg.engine.cpu_concurrency)}
@@ -351,11 +360,10 @@ def run(input_uri: str, out: str, cfg: PreprocessConfig) -> dict:
             )
         return ds
 
-    per_file = cfg.engine.rows_per_file
     jobs = [
-        _job("plan", f"{work}/videos.parquet", "video_id", windows, f"{work}/windows", per_file),
-        _job("split", f"{work}/windows", "window_id", clips, f"{work}/clips", per_file),
-        _job("filter", f"{work}/clips", "clip_id", rows, f"{work}/rows", per_file),
+        _job("plan", f"{work}/videos.parquet", "video_id", windows, f"{work}/windows", cfg.engine),
+        _job("split", f"{work}/windows", "window_id", clips, f"{work}/clips", cfg.engine),
+        _job("filter", f"{work}/clips", "clip_id", rows, f"{work}/rows", cfg.engine),
     ]
     summary = write_outputs(out, set(ids), time.perf_counter() - start, run_id)
     summary["jobs"] = {j["job"]: j["seconds"] for j in jobs}
