@@ -9,36 +9,13 @@ draw it", which generation accuracy alone cannot.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import torch
 
+from ..data.caption_swap import SWAPS, swap_word
 from ..diffusion.objectives import Objective
 from ..diffusion.temporal_pyramid import temporal_pyramid_of
-
-# which word replaces which; directions swap with their opposite so the swapped caption is as wrong as can be
-SWAPS: dict[str, dict[str, str]] = {
-    "color": {
-        "red": "green",
-        "green": "blue",
-        "blue": "yellow",
-        "yellow": "purple",
-        "purple": "orange",
-        "orange": "red",
-    },
-    "shape": {"circle": "square", "square": "triangle", "triangle": "circle"},
-    "direction": {"left": "right", "right": "left", "up": "down", "down": "up"},
-}
-
-
-def swap_word(caption: str, swaps: dict[str, str]) -> str | None:
-    """The caption with its first word found in `swaps` replaced, or None when it has none."""
-    for match in re.finditer(r"[A-Za-z]+", caption):
-        word = match.group().lower()
-        if word in swaps:
-            return caption[: match.start()] + swaps[word] + caption[match.end() :]
-    return None
 
 
 @torch.no_grad()

@@ -1,7 +1,7 @@
 """The typed config of a DiT training run (`scripts/train.py --config config/train_*.yaml key=value ...`).
 
 One section per concern, as LTX-Video-Trainer lays its configs out: `model` (what is loaded and trained),
-`objective`, `data`, `masks` (inpaint), `optimization`, `checkpointing`, `validation`, `logging`, `lora`.
+`objective`, `data`, `masks` (inpaint), `optimization`, `checkpointing`, `validation`, `logging`, `lora`, `contrast`.
 Overrides are dotted: `optimization.max_steps=10 data.batch_size=4 validation.steps=0`.
 """
 
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import check_bounds
+from ..data.caption_swap import SWAPS
 from ..data.formats import FORMATS
 from ..data.masks import MaskConfig
 from ..diffusion.objectives import OBJECTIVES, TIME_SAMPLING, Objective, TokenShift
@@ -237,6 +238,32 @@ class LoraSettings:
 
 
 @dataclass
+class CaptionContrastConfig:
+    """A term that makes the model worse with a wrong caption word: for samples noised at least `min_level`
+    whose caption has a word of `swaps`, the loss with that word swapped must exceed the true loss by `margin`
+    (relative); a hinge adds `weight` x the shortfall. For words (motion direction) that plain denoising learns
+    far more slowly than the rest of the caption."""
+
+    weight: float = 0.0  # 0: off
+    swaps: dict[str, str] | str = "direction"  # word -> replacement, or a field of data.caption_swap.SWAPS
+    margin: float = 0.5  # the swapped caption's loss should be this share above the true caption's
+    min_level: float = (
+        0.75  # noise level from which a sample takes part (layout and motion are decided there)
+    )
+
+    def __post_init__(self) -> None:
+        check_bounds(self, weight=(0.0, None), margin=(0.0, None), min_level=(0.0, 1.0))
+        self.table()  # an unknown field fails at load time
+
+    def table(self) -> dict[str, str]:
+        if isinstance(self.swaps, str):
+            if self.swaps not in SWAPS:
+                raise ValueError(f"contrast.swaps: unknown field {self.swaps!r}; choose from {sorted(SWAPS)}")
+            return SWAPS[self.swaps]
+        return {str(k).lower(): str(v) for k, v in self.swaps.items()}
+
+
+@dataclass
 class TrainConfig:
     output_dir: str = "outputs/train"  # checkpoints, validation, logs and the exported pipeline / LoRA
     overwrite: bool = False  # allow a fresh run into an output_dir that holds another run (else refused)
@@ -252,6 +279,7 @@ class TrainConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
+    contrast: CaptionContrastConfig = field(default_factory=CaptionContrastConfig)  # caption contrast term
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

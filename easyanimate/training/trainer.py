@@ -35,6 +35,7 @@ from ..models.text_encoder import TextEncoder, load_text_encoder
 from ..pipeline.pipeline_easyanimate import EasyAnimatePipeline
 from .cache import CachedLatents, collate_cached
 from .config import TrainConfig
+from .contrast import contrast_term
 from .data import build_data, run_size_factor
 from .randomness import step_generator
 from .scaffold import RunScaffold
@@ -214,7 +215,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.data.latent_cache:
         if strategy.uses_pixels:
             raise ValueError(f"mode {cfg.mode!r} needs pixels (it masks them): it cannot read a latent cache")
-        captions = [r.text for r in records] if cfg.model.train_text_encoder else None
+        # caption text for runs that encode it themselves: a text encoder that trains, or the contrast term
+        wants_text = cfg.model.train_text_encoder or cfg.contrast.weight > 0
+        captions = [r.text for r in records] if wants_text else None
         dataset = CachedLatents(cfg.data.latent_cache, cfg, strategy.data, captions)
         collate_fn = collate_cached
     else:
@@ -255,6 +258,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         pixels = None
         if cfg.data.latent_cache:  # sample the cached posterior exactly as the VAE's own sampling does
             latents = scaled_posterior_sample(vae, batch["mean"].to(device), batch["std"].to(device), gen)
+            captions = batch.get("captions")
             if trained_text is not None:
                 text, text_mask = text_features(batch["captions"])
             else:
@@ -263,7 +267,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             pixels = batch["pixels"].to(device)
             with torch.no_grad():
                 latents = vae.encode_latents(pixels, generator=gen, sample=True).float()
-            text, text_mask = text_features(batch["text"])  # the frozen encoder runs without grad
+            captions = batch["text"]
+            text, text_mask = text_features(captions)  # the frozen encoder runs without grad
         noise = torch.randn(latents.shape, generator=gen, device=device)
         patch = model.config.patch_size
         tokens = latents.shape[2] * (latents.shape[3] // patch) * (latents.shape[4] // patch)
@@ -282,6 +287,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             model_input, noised.timesteps, text.to(dtype), encoder_attention_mask=text_mask
         ).sample
         loss = objective.loss(pred[:, : latents.shape[1]], noised)  # learned-sigma half not trained
+        if cfg.contrast.weight > 0:
+            loss = loss + cfg.contrast.weight * contrast_term(
+                lambda x, t, feats, mask: (
+                    transformer(x, t, feats.to(dtype), encoder_attention_mask=mask).sample
+                ),
+                model_input,
+                noised,
+                pred[:, : latents.shape[1]],
+                captions,
+                text_features,
+                cfg.contrast,
+            )
         return loss, tuple(latents.shape[2:])
 
     def trainer_state() -> dict[str, Any]:  # what a checkpoint records beside accelerate's state

@@ -1,0 +1,63 @@
+"""The caption contrast term: a sample's loss with one caption word swapped must be higher than with the true
+caption. Plain denoising learns a word like "moving left" far more slowly than colour or shape (the demo model's
+caption sensitivity: +0.4% for the opposite direction against +77% for a wrong colour), because only the
+noisiest steps depend on it; this term asks for the difference directly, where it is decided."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ..data.caption_swap import swap_word
+from ..diffusion.objectives import NoisedBatch
+from .config import CaptionContrastConfig
+
+
+def _select(x, rows: torch.Tensor):
+    return [v[rows] for v in x] if isinstance(x, list) else x[rows]
+
+
+def contrast_term(
+    predict: Callable[
+        [torch.Tensor | list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor
+    ],
+    model_input: torch.Tensor | list[torch.Tensor],
+    noised: NoisedBatch,
+    prediction: torch.Tensor,
+    captions: Sequence[str] | None,
+    encode: Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]],
+    cfg: CaptionContrastConfig,
+) -> torch.Tensor:
+    """Mean over the batch of `relu(margin - (loss_swapped - loss_true) / loss_true)` for samples noised at least
+    `cfg.min_level` whose caption has a swappable word (0 for the rest).
+
+    `predict(model_input, timesteps, text, text_mask)` runs the transformer (its first output channels are the
+    prediction); `prediction` is its output for the true captions; `encode` turns captions into text features.
+    """
+    if captions is None:
+        raise ValueError(
+            "contrast.weight > 0 needs the batch's caption text (a latent cache made with captions)"
+        )
+    swaps = cfg.table()
+    t = (
+        noised.timesteps if noised.timesteps.dim() == 1 else noised.timesteps[:, -1]
+    )  # the present frame's level
+    rows, wrong = [], []
+    for i, caption in enumerate(captions):
+        swapped = swap_word(caption, swaps) if caption else None
+        if swapped is not None and float(t[i]) / 1000 >= cfg.min_level:
+            rows.append(i)
+            wrong.append(swapped)
+    zero = prediction.sum() * 0  # keeps the graph (and DDP's bookkeeping) when no sample takes part
+    if not rows:
+        return zero
+    idx = torch.tensor(rows, device=prediction.device)
+    text, mask = encode(wrong)
+    channels = prediction.shape[1]
+    pred_wrong = predict(_select(model_input, idx), noised.timesteps[idx], text, mask)[:, :channels]
+    target = noised.target[idx].float()
+    loss_true = (prediction[idx].float() - target).pow(2).flatten(1).mean(1)
+    loss_wrong = (pred_wrong.float() - target).pow(2).flatten(1).mean(1)
+    shortfall = torch.relu(cfg.margin - (loss_wrong - loss_true) / loss_true.detach().clamp_min(1e-8))
+    return zero + shortfall.sum() / len(captions)
