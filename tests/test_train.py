@@ -627,4 +627,6 @@ def test_caption_contrast_trains_from_pixels_and_from_the_cache(tmp_path, base_p
     update = torch.cat([(b[k] - c[k]).flatten() for k in b])
     diff = torch.cat([(a[k] - b[k]).flatten() for k in a])
     assert update.norm() > 1e-3  # the term acts
+    # logged every step (0 for a batch of images or still clips: no direction word), never without the term
+    assert max(h["contrast"] for h in pixels["history"]) > 0 and "contrast" not in plain["history"][0]
     assert diff.norm() < 0.05 * update.norm()  # and the cache feeds it the same captions as pixels

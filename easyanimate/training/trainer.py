@@ -251,6 +251,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 yield batch
             epoch, position = epoch + 1, 0
 
+    contrast_seen: list[torch.Tensor] = []  # this step's contrast terms (one per micro-batch), for the logs
+
     def step_loss(batch: dict, micro: int) -> tuple[torch.Tensor, tuple[int, ...]]:
         """One micro-batch's loss: latents (sampled from the VAE or the cache), noised by the objective, the
         mode's extra inputs, the transformer's prediction."""
@@ -288,7 +290,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         ).sample
         loss = objective.loss(pred[:, : latents.shape[1]], noised)  # learned-sigma half not trained
         if cfg.contrast.weight > 0:
-            loss = loss + cfg.contrast.weight * contrast_term(
+            term = contrast_term(
                 lambda x, t, feats, mask: (
                     transformer(x, t, feats.to(dtype), encoder_attention_mask=mask).sample
                 ),
@@ -299,6 +301,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 text_features,
                 cfg.contrast,
             )
+            contrast_seen.append(term.detach())
+            loss = loss + cfg.contrast.weight * term
         return loss, tuple(latents.shape[2:])
 
     def trainer_state() -> dict[str, Any]:  # what a checkpoint records beside accelerate's state
@@ -350,6 +354,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             ema.step(params)
         step += 1
         logs = {"loss": loss.item(), "lr": lr_scheduler.get_last_lr()[0], "data/skipped": skipped}
+        if contrast_seen:  # the caption contrast term's shortfall, before its weight (0: the margin is met)
+            logs["contrast"] = float(torch.stack(contrast_seen).mean())
+            contrast_seen.clear()
         if grad_norm is not None:
             logs["grad_norm"] = float(grad_norm)
         history.append(logs)
