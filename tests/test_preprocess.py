@@ -180,6 +180,29 @@ def test_end_to_end_on_ray(tmp_path, raw):
     )
 
 
+def test_resuming_on_one_cpu_is_refused_in_one_line(tmp_path, raw):
+    """Ray Data's checkpoint filter holds a whole CPU during a resumed job: on a 1-CPU Ray the re-run waited
+    forever (measured). A fresh run on 1 CPU works; the re-run stops at once, saying what to set."""
+    import ray
+
+    from easyanimate.preprocess.engine import TooFewCPUs, run
+
+    settings = [s for s in TEST_SETTINGS if not s.startswith("engine.num_cpus")]
+    cfg = load_config(PreprocessConfig, None, [*settings, "engine.num_cpus=1", "ocr.backend=null"])
+    inputs, out = tmp_path / "raw", tmp_path / "out"
+    inputs.mkdir()
+    shutil.copy(raw["two_scenes"], inputs)
+    ray.shutdown()  # a Ray of 1 CPU for this test (connect keeps an instance that is already up)
+    try:
+        assert run(str(inputs), str(out), cfg)["clips_in"] == 2
+        before = sorted(os.listdir(out / "work"))
+        with pytest.raises(TooFewCPUs, match="engine.num_cpus=2"):
+            run(str(inputs), str(out), cfg)
+        assert sorted(os.listdir(out / "work")) == before  # refused before writing anything
+    finally:
+        ray.shutdown()
+
+
 def committed(out) -> dict:
     """Files Ray Data has committed under work/ (a data file whose checkpoint is no longer pending), with mtimes,
     and the clip videos those committed rows name."""

@@ -45,11 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
-    from .engine import run
+    from .engine import TooFewCPUs, run
 
     try:
         summary = run(args.input, args.output, cfg)
-    except (FileNotFoundError, ConnectionError) as err:
+    except (FileNotFoundError, ConnectionError, TooFewCPUs) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     summary.pop("stats", None)  # Ray Data's per-operator report: long; the benchmark reads it

@@ -297,6 +297,15 @@ def _job(name: str, read_uri: str, id_column: str, build, write_uri: str, engine
     return {"job": name, "seconds": round(seconds, 3), "stats": ds.stats()}
 
 
+class TooFewCPUs(RuntimeError):
+    """The Ray instance cannot run this job (resuming needs 2 CPUs)."""
+
+
+def _has_files(fs, path: str) -> bool:
+    found = fs.get_file_info(storage.pafs.FileSelector(path, allow_not_found=True, recursive=True))
+    return any(f.type == storage.pafs.FileType.File for f in found)
+
+
 def run(input_uri: str, out: str, cfg: PreprocessConfig) -> dict:
     """Preprocess every video under `input_uri` into the dataset at `out` (paths or URIs); resumable."""
     import pyarrow as pa
@@ -310,6 +319,17 @@ def run(input_uri: str, out: str, cfg: PreprocessConfig) -> dict:
     connect(cfg.engine)  # before writing anything: a cluster that refuses us leaves no half-made output
     work = storage.join(out, "work")
     fs, work_path = storage.resolve(work)
+    # Ray Data runs a resumed job's checkpoint filter as an actor pool holding a whole CPU (Ray 2.60 sets only its
+    # memory): with under 2 CPUs no stage task can run beside it, and a re-run on a 1-CPU Ray waited forever
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if cpus < 2 and any(
+        _has_files(fs, f"{work_path}/{job}_checkpoint") for job in ("windows", "clips", "rows")
+    ):
+        raise TooFewCPUs(
+            f"{out} holds an earlier run to resume, and resuming needs at least 2 CPUs in Ray (this one has "
+            f"{cpus:g}): Ray Data's checkpoint filter takes a whole CPU; set engine.num_cpus=2 (add "
+            "engine.cpu_concurrency=1 to keep one task at a time)"
+        )
     fs.create_dir(work_path, recursive=True)
     # the list of videos is the first job's input: rewritten each run (new videos join); ids from the path
     # inside the filesystem, so /data/x.mp4 and file:///data/x.mp4 are the same video
