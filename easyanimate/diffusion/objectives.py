@@ -59,6 +59,11 @@ def shift_levels(s: torch.Tensor, shift: float) -> torch.Tensor:
     return shift * s / (1 + (shift - 1) * s)
 
 
+def sample_losses(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error per sample, in fp32: `(B,)`."""
+    return (prediction.float() - target.float()).pow(2).flatten(1).mean(1)
+
+
 @dataclass
 class NoisedBatch:
     model_input: (
@@ -248,5 +253,4 @@ class Objective:
         return NoisedBatch(noisy, t, target, weight)
 
     def loss(self, prediction: torch.Tensor, batch: NoisedBatch) -> torch.Tensor:
-        per_sample = (prediction.float() - batch.target.float()).pow(2).flatten(1).mean(1)
-        return (per_sample * batch.weight).mean()
+        return (sample_losses(prediction, batch.target) * batch.weight).mean()

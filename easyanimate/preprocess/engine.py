@@ -260,6 +260,11 @@ class ModelStage:
             r["text"], r["t_caption"] = text, share
 
 
+def _checkpoint_uri(write_uri: str) -> str:
+    """Where Ray Data keeps the checkpoint of the job writing to `write_uri`."""
+    return write_uri.rstrip("/") + "_checkpoint"
+
+
 def _checkpointed(id_column: str, uri: str):
     from ray.data.checkpoint import CheckpointConfig
 
@@ -276,7 +281,7 @@ def _job(name: str, read_uri: str, id_column: str, build, write_uri: str, engine
     ctx = ray.data.DataContext.get_current()
     fs_in, path_in = storage.resolve(read_uri)
     fs_out, path_out = storage.resolve(write_uri)
-    ctx.checkpoint_config = _checkpointed(id_column, write_uri.rstrip("/") + "_checkpoint")
+    ctx.checkpoint_config = _checkpointed(id_column, _checkpoint_uri(write_uri))
     try:
         start = time.perf_counter()
         ds = ray.data.read_parquet(path_in, filesystem=fs_in)
@@ -302,8 +307,11 @@ class TooFewCPUs(RuntimeError):
 
 
 def _has_files(fs, path: str) -> bool:
-    found = fs.get_file_info(storage.pafs.FileSelector(path, allow_not_found=True, recursive=True))
+    found = fs.get_file_info(storage.pafs.FileSelector(path, allow_not_found=True))
     return any(f.type == storage.pafs.FileType.File for f in found)
+
+
+JOB_OUTPUTS = ("windows", "clips", "rows")  # under work/: what the plan, split and filter jobs write
 
 
 def run(input_uri: str, out: str, cfg: PreprocessConfig) -> dict:
@@ -320,11 +328,10 @@ def run(input_uri: str, out: str, cfg: PreprocessConfig) -> dict:
     work = storage.join(out, "work")
     fs, work_path = storage.resolve(work)
     # Ray Data runs a resumed job's checkpoint filter as an actor pool holding a whole CPU (Ray 2.60 sets only its
-    # memory): with under 2 CPUs no stage task can run beside it, and a re-run on a 1-CPU Ray waited forever
+    # memory; not configurable): beside it there must still be a whole CPU for a task, or the job waits forever
+    # (seen on a 1-CPU Ray, and on 2 CPUs with a model actor's share: see `actor_cpus` below)
     cpus = ray.cluster_resources().get("CPU", 0)
-    if cpus < 2 and any(
-        _has_files(fs, f"{work_path}/{job}_checkpoint") for job in ("windows", "clips", "rows")
-    ):
+    if cpus < 2 and any(_has_files(fs, _checkpoint_uri(f"{work_path}/{name}")) for name in JOB_OUTPUTS):
         raise TooFewCPUs(
             f"{out} holds an earlier run to resume, and resuming needs at least 2 CPUs in Ray (this one has "
             f"{cpus:g}): Ray Data's checkpoint filter takes a whole CPU; set engine.num_cpus=2 (add "
@@ -360,10 +367,9 @@ def run(input_uri: str, out: str, cfg: PreprocessConfig) -> dict:
     def clips(ds):
         return ds.flat_map(split_window, fn_kwargs={"cfg": cfg, "out": out}, **tasks)
 
-    # A resumed job runs Ray Data's checkpoint filter as an actor holding 1 CPU; with the model actor's share
-    # there must still be a whole CPU for a task, or the job waits forever (seen on 2 CPUs with a captioner)
+    # the checkpoint filter's CPU (above) plus the model actor's share must leave a whole CPU for a task
     actor_cpus = cfg.engine.cpus_per_actor
-    if needs_models(cfg) and ray.cluster_resources().get("CPU", 0) - actor_cpus < 2:
+    if needs_models(cfg) and cpus - actor_cpus < 2:
         actor_cpus = 0.0
 
     def rows(ds):
@@ -380,10 +386,11 @@ def run(input_uri: str, out: str, cfg: PreprocessConfig) -> dict:
             )
         return ds
 
+    windows_uri, clips_uri, rows_uri = (f"{work}/{name}" for name in JOB_OUTPUTS)
     jobs = [
-        _job("plan", f"{work}/videos.parquet", "video_id", windows, f"{work}/windows", cfg.engine),
-        _job("split", f"{work}/windows", "window_id", clips, f"{work}/clips", cfg.engine),
-        _job("filter", f"{work}/clips", "clip_id", rows, f"{work}/rows", cfg.engine),
+        _job("plan", f"{work}/videos.parquet", "video_id", windows, windows_uri, cfg.engine),
+        _job("split", windows_uri, "window_id", clips, clips_uri, cfg.engine),
+        _job("filter", clips_uri, "clip_id", rows, rows_uri, cfg.engine),
     ]
     summary = write_outputs(out, set(ids), time.perf_counter() - start, run_id)
     summary["jobs"] = {j["job"]: j["seconds"] for j in jobs}

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..data.caption_swap import swap_word
-from ..diffusion.objectives import NoisedBatch
+from ..diffusion.objectives import NoisedBatch, sample_losses
 from .config import CaptionContrastConfig
 
 
@@ -43,10 +43,11 @@ def contrast_term(
     t = (
         noised.timesteps if noised.timesteps.dim() == 1 else noised.timesteps[:, -1]
     )  # the present frame's level
+    levels = (t.float() / 1000).tolist()  # one device sync for the batch, not one per sample
     rows, wrong = [], []
     for i, caption in enumerate(captions):
         swapped = swap_word(caption, swaps) if caption else None
-        if swapped is not None and float(t[i]) / 1000 >= cfg.min_level:
+        if swapped is not None and levels[i] >= cfg.min_level:
             rows.append(i)
             wrong.append(swapped)
     zero = prediction.sum() * 0  # keeps the graph (and DDP's bookkeeping) when no sample takes part
@@ -56,8 +57,7 @@ def contrast_term(
     text, mask = encode(wrong)
     channels = prediction.shape[1]
     pred_wrong = predict(_select(model_input, idx), noised.timesteps[idx], text, mask)[:, :channels]
-    target = noised.target[idx].float()
-    loss_true = (prediction[idx].float() - target).pow(2).flatten(1).mean(1)
-    loss_wrong = (pred_wrong.float() - target).pow(2).flatten(1).mean(1)
+    target = noised.target[idx]
+    loss_true, loss_wrong = sample_losses(prediction[idx], target), sample_losses(pred_wrong, target)
     shortfall = torch.relu(cfg.margin - (loss_wrong - loss_true) / loss_true.detach().clamp_min(1e-8))
     return zero + shortfall.sum() / len(captions)

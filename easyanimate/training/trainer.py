@@ -262,7 +262,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             latents = scaled_posterior_sample(vae, batch["mean"].to(device), batch["std"].to(device), gen)
             captions = batch.get("captions")
             if trained_text is not None:
-                text, text_mask = text_features(batch["captions"])
+                text, text_mask = text_features(captions)
             else:
                 text, text_mask = batch["text"].to(device), batch["text_mask"].to(device)
         else:
