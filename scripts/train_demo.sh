@@ -14,6 +14,7 @@ set -euo pipefail
 OUT=${OUT:-outputs/demo}
 DATA=${DATA:-datasets/demo}
 STYLE_DATA=${STYLE_DATA:-datasets/demo_outline}
+MOTION_DATA=${MOTION_DATA:-datasets/demo_balanced}
 VAE_DATA=${VAE_DATA:-datasets/demo_vae}
 LAUNCH=${LAUNCH:-python}
 EXPORT=${EXPORT:-1}
@@ -33,14 +34,18 @@ stage() {  # stage NAME COMMAND...: run it and record how long it took
     printf '%s\t%s\n' "$name" $((SECONDS - start)) >>"$TIMES"
 }
 
-# 1. data: coloured shapes moving on plain backgrounds; crowds of them for the VAE's first stage; a small
-#    folder of outlined shapes (the LoRA style)
+# 1. data: coloured shapes moving on plain backgrounds; crowds of them for the VAE's first stage; the same
+#    shapes balanced (every look in every direction) for the motion-word stage; a small folder of outlined shapes
+#    (the LoRA style)
 data() {
     [ -f "$VAE_DATA/metadata.json" ] ||
         $PY -m easyanimate.data.synthetic --output "$VAE_DATA" --num-videos 300 --num-images 600 --seed 2 \
             --crowd 6
     [ -f "$DATA/metadata.json" ] ||
         $PY -m easyanimate.data.synthetic --output "$DATA" --num-videos 600 --num-images 300 --seed 0
+    [ -f "$MOTION_DATA/metadata.json" ] ||
+        $PY -m easyanimate.data.synthetic --output "$MOTION_DATA" --num-videos 540 --num-images 300 --seed 0 \
+            --balanced
     [ -f "$STYLE_DATA/metadata.json" ] ||
         $PY -m easyanimate.data.synthetic --output "$STYLE_DATA" --num-videos 0 --num-images 120 --seed 1 \
             --style outline
@@ -56,12 +61,14 @@ stage vae env DATA_ROOT="$VAE_DATA" DATA_ROOT2="$DATA" OUTPUT_DIR="$OUT/vae" CON
 stage base $PY scripts/make_base_pipeline.py --vae "$OUT/vae/stage2/vae" --captions "$DATA/metadata.json" \
     --scale-from "$DATA" --output "$OUT/base"
 
-# 4. text-to-image, 5. text-to-video (whole DiT with motion modules), 6. image-to-video InP, 7. LoRA.
+# 4. text-to-image, 5. text-to-video (whole DiT with motion modules), 5b. motion words (balanced data + the
+#    caption contrast term, config/demo/t2v_motion.yaml), 6. image-to-video InP, 7. LoRA.
 #    t2i and t2v read VAE latents + text features precomputed once (scripts/precompute.py): the clips are
 #    already 64 px and 17 frames, so the cache's centre crops are the clips themselves.
-cache() {  # cache CONFIG PIPELINE DIR: precompute once
-    [ -f "$3/manifest.json" ] || $PY scripts/precompute.py --config "$1" model.pipeline="$2" data.root="$DATA" \
-        data.meta="$DATA/metadata.json" data.latent_cache="$3"
+cache() {  # cache CONFIG PIPELINE DIR [DATA]: precompute once
+    local data=${4:-$DATA}
+    [ -f "$3/manifest.json" ] || $PY scripts/precompute.py --config "$1" model.pipeline="$2" data.root="$data" \
+        data.meta="$data/metadata.json" data.latent_cache="$3"
 }
 # shellcheck disable=SC2086
 common=(DATASET_NAME="$DATA" LAUNCH="$LAUNCH")
@@ -71,14 +78,18 @@ stage t2i env "${common[@]}" MODEL_NAME="$OUT/base" OUTPUT_DIR="$OUT/t2i" CONFIG
 stage cache_t2v cache config/demo/t2v.yaml "$OUT/t2i/pipeline" "$OUT/cache/t2v"
 stage t2v env "${common[@]}" MODEL_NAME="$OUT/t2i/pipeline" OUTPUT_DIR="$OUT/t2v" CONFIG=config/demo/t2v.yaml \
     sh scripts/train_t2v.sh data.latent_cache="$OUT/cache/t2v" $ARGS
-stage inpaint env "${common[@]}" MODEL_NAME="$OUT/t2v/pipeline" OUTPUT_DIR="$OUT/inpaint" \
+stage cache_motion cache config/demo/t2v_motion.yaml "$OUT/t2i/pipeline" "$OUT/cache/motion" "$MOTION_DATA"
+stage t2v_motion env DATASET_NAME="$MOTION_DATA" LAUNCH="$LAUNCH" MODEL_NAME="$OUT/t2v/pipeline" \
+    OUTPUT_DIR="$OUT/t2v_motion" CONFIG=config/demo/t2v_motion.yaml sh scripts/train_t2v.sh \
+    data.latent_cache="$OUT/cache/motion" $ARGS
+stage inpaint env "${common[@]}" MODEL_NAME="$OUT/t2v_motion/pipeline" OUTPUT_DIR="$OUT/inpaint" \
     CONFIG=config/demo/inpaint.yaml sh scripts/train_inpaint.sh $ARGS
-stage lora env DATASET_NAME="$STYLE_DATA" LAUNCH="$LAUNCH" MODEL_NAME="$OUT/t2v/pipeline" \
+stage lora env DATASET_NAME="$STYLE_DATA" LAUNCH="$LAUNCH" MODEL_NAME="$OUT/t2v_motion/pipeline" \
     OUTPUT_DIR="$OUT/lora" CONFIG=config/demo/lora.yaml sh scripts/train_lora.sh $ARGS
 
 # 8. evaluation on prompts x seeds not used in training (results in $OUT/eval/results.json)
 # shellcheck disable=SC2086
-stage eval $PY -m easyanimate.eval demo --model "$OUT/t2v/pipeline" --inpaint-model "$OUT/inpaint/pipeline" \
+stage eval $PY -m easyanimate.eval demo --model "$OUT/t2v_motion/pipeline" --inpaint-model "$OUT/inpaint/pipeline" \
     --lora "$OUT/lora/lora.safetensors" --train-metadata "$DATA/metadata.json" \
     --output "$OUT/eval" --num-prompts 100 --num-i2v 30 --num-lora 20 $EVAL_ARGS
 
@@ -97,9 +108,9 @@ fi
 if [ "$EXPORT" = 1 ]; then
     card=models/Diffusion_Transformer/EasyAnimate-demo/README.md  # the export rewrites the folder: keep the card
     [ ! -f "$card" ] || cp "$card" "$OUT/model_card.md"
-    $PY scripts/convert_fp16.py "$OUT/t2v/pipeline" models/Diffusion_Transformer/EasyAnimate-demo
+    $PY scripts/convert_fp16.py "$OUT/t2v_motion/pipeline" models/Diffusion_Transformer/EasyAnimate-demo
     $PY scripts/convert_fp16.py "$OUT/inpaint/pipeline" models/Diffusion_Transformer/EasyAnimate-demo-InP
-    $PY scripts/convert_fp16.py "$OUT/t2v/motion_module" models/Motion_Module/EasyAnimate-demo-motion
+    $PY scripts/convert_fp16.py "$OUT/t2v_motion/motion_module" models/Motion_Module/EasyAnimate-demo-motion
     $PY scripts/convert_fp16.py "$OUT/lora/lora.safetensors" models/Personalized_Model/demo-outline-lora.safetensors
     cp "$OUT/eval/results.json" models/Diffusion_Transformer/EasyAnimate-demo/eval_results.json
     if [ "$PYRAMID" = 1 ]; then
