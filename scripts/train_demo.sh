@@ -80,7 +80,7 @@ stage t2i env "${common[@]}" MODEL_NAME="$OUT/base" OUTPUT_DIR="$OUT/t2i" CONFIG
 stage cache_t2v cache config/demo/t2v.yaml "$OUT/t2i/pipeline" "$OUT/cache/t2v"
 stage t2v env "${common[@]}" MODEL_NAME="$OUT/t2i/pipeline" OUTPUT_DIR="$OUT/t2v" CONFIG=config/demo/t2v.yaml \
     sh scripts/train_t2v.sh data.latent_cache="$OUT/cache/t2v" $ARGS
-stage cache_motion cache config/demo/t2v_motion.yaml "$OUT/t2i/pipeline" "$OUT/cache/motion" "$MOTION_DATA"
+stage cache_motion cache config/demo/t2v_motion.yaml "$OUT/t2v/pipeline" "$OUT/cache/motion" "$MOTION_DATA"
 stage t2v_motion env DATASET_NAME="$MOTION_DATA" LAUNCH="$LAUNCH" MODEL_NAME="$OUT/t2v/pipeline" \
     OUTPUT_DIR="$OUT/t2v_motion" CONFIG=config/demo/t2v_motion.yaml sh scripts/train_t2v.sh \
     data.latent_cache="$OUT/cache/motion" $ARGS
