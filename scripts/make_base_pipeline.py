@@ -1,7 +1,7 @@
 """Assemble the folder a DiT training run starts from: vae/ + text_encoder/ + tokenizer/.
 
     # a trained Slice VAE + a tiny T5 built offline, its vocabulary learnt from the captions (the demo model)
-    python scripts/make_base_pipeline.py --vae outputs/demo/vae/vae \
+    python scripts/make_base_pipeline.py --vae outputs/demo/vae/stage2/vae \
         --captions datasets/demo/metadata.json --output outputs/demo/base
 
     # a trained Slice VAE + a real text encoder folder (e.g. PixArt-alpha's text_encoder/ and tokenizer/)
