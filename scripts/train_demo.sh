@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train the embedded demo model end to end with our normal scripts and configs (config/demo/), then evaluate
-# it and export fp16 weights under models/. About an hour on 2 CPU cores; re-running resumes each stage.
+# it and export fp16 weights under models/. About 75 minutes on 2 CPU cores; re-running resumes each stage.
 #
 #   bash scripts/train_demo.sh            # everything
 #   EXPORT=0 bash scripts/train_demo.sh   # train and evaluate, leave models/ alone
@@ -108,8 +108,9 @@ fi
 
 # 9. export fp16 weights where the CLIs and the web UI look for them
 if [ "$EXPORT" = 1 ]; then
-    card=models/Diffusion_Transformer/EasyAnimate-demo/README.md  # the export rewrites the folder: keep the card
-    [ ! -f "$card" ] || cp "$card" "$OUT/model_card.md"
+    demo=models/Diffusion_Transformer/EasyAnimate-demo  # the export rewrites the folder: keep the card and plots
+    mkdir -p "$OUT/model_card"
+    for f in "$demo"/README.md "$demo"/*.png; do [ ! -f "$f" ] || cp "$f" "$OUT/model_card/"; done
     $PY scripts/convert_fp16.py "$OUT/t2v_motion/pipeline" models/Diffusion_Transformer/EasyAnimate-demo
     $PY scripts/convert_fp16.py "$OUT/inpaint/pipeline" models/Diffusion_Transformer/EasyAnimate-demo-InP
     $PY scripts/convert_fp16.py "$OUT/t2v_motion/motion_module" models/Motion_Module/EasyAnimate-demo-motion
@@ -122,7 +123,7 @@ if [ "$EXPORT" = 1 ]; then
         cp "$OUT/eval_pyramid/results.json" models/Diffusion_Transformer/EasyAnimate-demo-pyramid/eval_results.json
         [ ! -f "$OUT/pyramid_card.md" ] || cp "$OUT/pyramid_card.md" "$pcard"
     fi
-    [ ! -f "$OUT/model_card.md" ] || cp "$OUT/model_card.md" "$card"
+    for f in "$OUT"/model_card/*; do [ ! -f "$f" ] || cp "$f" "$demo/"; done
 fi
 echo "stage times (s):"
 cat "$TIMES"
