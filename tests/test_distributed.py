@@ -85,6 +85,17 @@ def _weights(out) -> dict[str, torch.Tensor]:
     return load_file(os.path.join(out, "pipeline", "transformer", "diffusion_pytorch_model.safetensors"))
 
 
+def _relative_difference(wa: dict, wb: dict, base: dict) -> float:
+    """|wa - wb| / |wa - base| over all weights (norms). AdamW turns rounding-level gradient differences on
+    near-zero gradients into visible per-element differences, so the largest single element varies with the
+    reduction order (0.3% to 1.3% of the largest update across runs; a clean-clone CI run failed a 1% bound on
+    it) while the whole update does not (about 1e-4 of its norm)."""
+    common = [k for k in wa if k in base and wa[k].shape == base[k].shape]
+    update = torch.sqrt(sum(((wa[k] - base[k]) ** 2).sum() for k in common)).item()
+    assert update > 1e-3, update  # the run trained
+    return torch.sqrt(sum(((wa[k] - wb[k]) ** 2).sum() for k in wa)).item() / update
+
+
 @pytest.mark.parametrize("mode", [MIXED, {"mode": "inpaint"}])
 def test_zero2_matches_ddp_with_accumulation(tmp_path, base_pipeline, shapes_dir, mode):
     """fp32 ZeRO-2 and DDP, gradient accumulation 2, images + videos: the same losses, the same weights up to
@@ -103,9 +114,7 @@ def test_zero2_matches_ddp_with_accumulation(tmp_path, base_pipeline, shapes_dir
     assert len(a) == 3 and a == pytest.approx(b, rel=1e-5)
     base = load_file(os.path.join(base_pipeline, "transformer", "diffusion_pytorch_model.safetensors"))
     wa, wb = _weights(runs["ddp"]), _weights(runs["zero2"])
-    update = max((wa[k] - base[k]).abs().max().item() for k in wa if wa[k].shape == base[k].shape)
-    diff = max((wa[k] - wb[k]).abs().max().item() for k in wa)
-    assert update > 1e-3 and diff < 1e-2 * update  # measured: 1.6e-5 of a 6e-3 update
+    assert _relative_difference(wa, wb, base) < 1e-3  # measured 9e-5
 
 
 def test_zero2_bf16_trains(tmp_path, base_pipeline, shapes_dir):
@@ -168,8 +177,7 @@ def test_zero3_matches_ddp_and_gathers_for_validation_and_export(tmp_path, base_
     assert _losses(runs["ddp"]) == pytest.approx(_losses(runs["zero3"]), rel=1e-5)
     base = load_file(os.path.join(base_pipeline, "transformer", "diffusion_pytorch_model.safetensors"))
     wa, wb = _weights(runs["ddp"]), _weights(runs["zero3"])
-    update = max((wa[k] - base[k]).abs().max().item() for k in wa)
-    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 2e-2 * update  # measured 6.5e-5 of 6e-3
+    assert _relative_difference(wa, wb, base) < 1e-3
     served = load_file(
         runs["zero3"]
         / "checkpoints"
@@ -313,9 +321,7 @@ def test_fsdp_matches_ddp_and_gathers_for_validation_and_export(tmp_path, base_p
     assert _losses(runs["ddp"]) == pytest.approx(_losses(runs["fsdp"]), rel=1e-5)
     base = load_file(os.path.join(base_pipeline, "transformer", "diffusion_pytorch_model.safetensors"))
     wa, wb = _weights(runs["ddp"]), _weights(runs["fsdp"])
-    update = max((wa[k] - base[k]).abs().max().item() for k in wa)
-    # reduction order: measured 6.5e-5 of a 6.1e-3 update in one clean-clone run, less in others
-    assert wa.keys() == wb.keys() and max((wa[k] - wb[k]).abs().max().item() for k in wa) < 2e-2 * update
+    assert wa.keys() == wb.keys() and _relative_difference(wa, wb, base) < 1e-3
     checkpoint = runs["fsdp"] / "checkpoints" / "checkpoint-00000002"
     assert "pytorch_model_fsdp_0" in os.listdir(checkpoint)  # sharded training state
     served = load_file(checkpoint / "transformer" / "diffusion_pytorch_model.safetensors")
