@@ -111,11 +111,11 @@ if [ "$EXPORT" = 1 ]; then
     demo=models/Diffusion_Transformer/EasyAnimate-demo  # the export rewrites the folder: keep the card and plots
     mkdir -p "$OUT/model_card"
     for f in "$demo"/README.md "$demo"/*.png; do [ ! -f "$f" ] || cp "$f" "$OUT/model_card/"; done
-    $PY scripts/convert_fp16.py "$OUT/t2v_motion/pipeline" models/Diffusion_Transformer/EasyAnimate-demo
+    $PY scripts/convert_fp16.py "$OUT/t2v_motion/pipeline" "$demo"
     $PY scripts/convert_fp16.py "$OUT/inpaint/pipeline" models/Diffusion_Transformer/EasyAnimate-demo-InP
     $PY scripts/convert_fp16.py "$OUT/t2v_motion/motion_module" models/Motion_Module/EasyAnimate-demo-motion
     $PY scripts/convert_fp16.py "$OUT/lora/lora.safetensors" models/Personalized_Model/demo-outline-lora.safetensors
-    cp "$OUT/eval/results.json" models/Diffusion_Transformer/EasyAnimate-demo/eval_results.json
+    cp "$OUT/eval/results.json" "$demo/eval_results.json"
     if [ "$PYRAMID" = 1 ]; then
         pcard=models/Diffusion_Transformer/EasyAnimate-demo-pyramid/README.md
         [ ! -f "$pcard" ] || cp "$pcard" "$OUT/pyramid_card.md"
