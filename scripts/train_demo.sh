@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train the embedded demo model end to end with our normal scripts and configs (config/demo/), then evaluate
-# it and export fp16 weights under models/. About 75 minutes on 2 CPU cores; re-running resumes each stage.
+# it and export fp16 weights under models/. About 90 minutes on 2 CPU cores; re-running resumes each stage.
 #
 #   bash scripts/train_demo.sh            # everything
 #   EXPORT=0 bash scripts/train_demo.sh   # train and evaluate, leave models/ alone
@@ -64,7 +64,8 @@ stage base $PY scripts/make_base_pipeline.py --vae "$OUT/vae/stage2/vae" --capti
     --scale-from "$DATA" --output "$OUT/base"
 
 # 4. text-to-image, 5. text-to-video (whole DiT with motion modules), 5b. motion words (balanced data + the
-#    caption contrast term, config/demo/t2v_motion.yaml), 6. image-to-video InP, 7. LoRA.
+#    caption contrast term on the direction word, config/demo/t2v_motion.yaml), 5c. every word (the same data,
+#    the term on direction, shape and colour, config/demo/t2v_words.yaml), 6. image-to-video InP, 7. LoRA.
 #    t2i and t2v read VAE latents + text features precomputed once (scripts/precompute.py): the clips are
 #    already 64 px and 17 frames, so the cache's centre crops are the clips themselves.
 cache() {  # cache CONFIG PIPELINE DIR [DATA]: precompute once
@@ -84,14 +85,18 @@ stage cache_motion cache config/demo/t2v_motion.yaml "$OUT/t2v/pipeline" "$OUT/c
 stage t2v_motion env DATASET_NAME="$MOTION_DATA" LAUNCH="$LAUNCH" MODEL_NAME="$OUT/t2v/pipeline" \
     OUTPUT_DIR="$OUT/t2v_motion" CONFIG=config/demo/t2v_motion.yaml sh scripts/train_t2v.sh \
     data.latent_cache="$OUT/cache/motion" $ARGS
-stage inpaint env "${common[@]}" MODEL_NAME="$OUT/t2v_motion/pipeline" OUTPUT_DIR="$OUT/inpaint" \
+stage cache_words cache config/demo/t2v_words.yaml "$OUT/t2v_motion/pipeline" "$OUT/cache/words" "$MOTION_DATA"
+stage t2v_words env DATASET_NAME="$MOTION_DATA" LAUNCH="$LAUNCH" MODEL_NAME="$OUT/t2v_motion/pipeline" \
+    OUTPUT_DIR="$OUT/t2v_words" CONFIG=config/demo/t2v_words.yaml sh scripts/train_t2v.sh \
+    data.latent_cache="$OUT/cache/words" $ARGS
+stage inpaint env "${common[@]}" MODEL_NAME="$OUT/t2v_words/pipeline" OUTPUT_DIR="$OUT/inpaint" \
     CONFIG=config/demo/inpaint.yaml sh scripts/train_inpaint.sh $ARGS
-stage lora env DATASET_NAME="$STYLE_DATA" LAUNCH="$LAUNCH" MODEL_NAME="$OUT/t2v_motion/pipeline" \
+stage lora env DATASET_NAME="$STYLE_DATA" LAUNCH="$LAUNCH" MODEL_NAME="$OUT/t2v_words/pipeline" \
     OUTPUT_DIR="$OUT/lora" CONFIG=config/demo/lora.yaml sh scripts/train_lora.sh $ARGS
 
 # 8. evaluation on prompts x seeds not used in training (results in $OUT/eval/results.json)
 # shellcheck disable=SC2086
-stage eval $PY -m easyanimate.eval demo --model "$OUT/t2v_motion/pipeline" --inpaint-model "$OUT/inpaint/pipeline" \
+stage eval $PY -m easyanimate.eval demo --model "$OUT/t2v_words/pipeline" --inpaint-model "$OUT/inpaint/pipeline" \
     --lora "$OUT/lora/lora.safetensors" --train-metadata "$DATA/metadata.json" \
     --output "$OUT/eval" --num-prompts 100 --num-i2v 30 --num-lora 20 $EVAL_ARGS
 
@@ -111,9 +116,9 @@ if [ "$EXPORT" = 1 ]; then
     demo=models/Diffusion_Transformer/EasyAnimate-demo  # the export rewrites the folder: keep the card and plots
     mkdir -p "$OUT/model_card"
     for f in "$demo"/README.md "$demo"/*.png; do [ ! -f "$f" ] || cp "$f" "$OUT/model_card/"; done
-    $PY scripts/convert_fp16.py "$OUT/t2v_motion/pipeline" "$demo"
+    $PY scripts/convert_fp16.py "$OUT/t2v_words/pipeline" "$demo"
     $PY scripts/convert_fp16.py "$OUT/inpaint/pipeline" models/Diffusion_Transformer/EasyAnimate-demo-InP
-    $PY scripts/convert_fp16.py "$OUT/t2v_motion/motion_module" models/Motion_Module/EasyAnimate-demo-motion
+    $PY scripts/convert_fp16.py "$OUT/t2v_words/motion_module" models/Motion_Module/EasyAnimate-demo-motion
     $PY scripts/convert_fp16.py "$OUT/lora/lora.safetensors" models/Personalized_Model/demo-outline-lora.safetensors
     cp "$OUT/eval/results.json" "$demo/eval_results.json"
     if [ "$PYRAMID" = 1 ]; then

@@ -597,7 +597,40 @@ def test_caption_contrast_term_is_a_hinge_on_the_swapped_word():
         contrast_term(blind, x, noised, x * w, None, encode, cfg)
     with pytest.raises(ValueError, match="unknown field 'speed'"):
         CaptionContrastConfig(weight=1.0, swaps="speed")
-    assert CaptionContrastConfig(swaps={"Left": "right"}).table() == {"left": "right"}
+    assert CaptionContrastConfig(swaps={"Left": "right"}).tables() == [{"left": "right"}]
+    with pytest.raises(ValueError, match="unknown field 'speed'"):
+        CaptionContrastConfig(weight=1.0, swaps=["shape", "speed"])
+
+
+def test_caption_contrast_with_several_fields_swaps_one_per_sample():
+    """swaps as a list of fields: each taking sample gets exactly one word swapped, from a field its caption has,
+    every listed field is drawn, and a caption with only one of them always swaps that one."""
+    from easyanimate.diffusion.objectives import NoisedBatch
+    from easyanimate.training.config import CaptionContrastConfig
+    from easyanimate.training.contrast import contrast_term
+
+    cfg = CaptionContrastConfig(weight=1.0, swaps=["direction", "shape"], min_level=0.0)
+    captions = [
+        "a red circle moving left on a gray background",
+        "a red square standing still on a gray background",
+    ]
+    x = torch.randn(2, 4, 2, 4, 4)
+    noised = NoisedBatch(x, torch.tensor([900.0, 900.0]), torch.randn_like(x), torch.ones(2))
+    seen: list[str] = []
+
+    def encode(caps):
+        seen.extend(caps)
+        return torch.zeros(len(caps), 1, 1), torch.ones(len(caps), 1)
+
+    torch.manual_seed(0)
+    for _ in range(40):
+        contrast_term(lambda xi, t, f, m: xi, x, noised, x, captions, encode, cfg)
+    first, second = seen[0::2], seen[1::2]
+    assert set(first) == {
+        "a red circle moving right on a gray background",  # direction swapped
+        "a red square moving left on a gray background",  # shape swapped
+    }
+    assert set(second) == {"a red triangle standing still on a gray background"}  # no direction word
 
 
 def test_caption_contrast_trains_from_pixels_and_from_the_cache(tmp_path, base_pipeline, shapes_dir):

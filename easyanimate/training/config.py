@@ -241,11 +241,14 @@ class LoraSettings:
 class CaptionContrastConfig:
     """A term that makes the model worse with a wrong caption word: for samples noised at least `min_level`
     whose caption has a word of `swaps`, the loss with that word swapped must exceed the true loss by `margin`
-    (relative); a hinge adds `weight` x the shortfall. For words (motion direction) that plain denoising learns
-    far more slowly than the rest of the caption."""
+    (relative); a hinge adds `weight` x the shortfall. For words (motion direction, then shape) that plain
+    denoising learns far more slowly than the rest of the caption. With several fields, each taking sample swaps
+    one of the fields its caption has, drawn at random, so a step costs one extra forward whatever the count."""
 
     weight: float = 0.0  # 0: off
-    swaps: dict[str, str] | str = "direction"  # word -> replacement, or a field of data.caption_swap.SWAPS
+    swaps: dict[str, str] | str | list[str] = (
+        "direction"  # word -> replacement, a field of data.caption_swap.SWAPS, or a list of fields
+    )
     margin: float = 0.5  # the swapped caption's loss should be this share above the true caption's
     min_level: float = (
         0.75  # noise level from which a sample takes part (layout and motion are decided there)
@@ -253,14 +256,19 @@ class CaptionContrastConfig:
 
     def __post_init__(self) -> None:
         check_bounds(self, weight=(0.0, None), margin=(0.0, None), min_level=(0.0, 1.0))
-        self.table()  # an unknown field fails at load time
+        self.tables()  # an unknown field fails at load time
 
-    def table(self) -> dict[str, str]:
-        if isinstance(self.swaps, str):
-            if self.swaps not in SWAPS:
-                raise ValueError(f"contrast.swaps: unknown field {self.swaps!r}; choose from {sorted(SWAPS)}")
-            return SWAPS[self.swaps]
-        return {str(k).lower(): str(v) for k, v in self.swaps.items()}
+    def tables(self) -> list[dict[str, str]]:
+        """One word -> replacement table per field to contrast."""
+        if isinstance(self.swaps, dict):
+            return [{str(k).lower(): str(v) for k, v in self.swaps.items()}]
+        fields = [self.swaps] if isinstance(self.swaps, str) else list(self.swaps)
+        if not fields:
+            raise ValueError("contrast.swaps: an empty list; name at least one field")
+        for name in fields:
+            if name not in SWAPS:
+                raise ValueError(f"contrast.swaps: unknown field {name!r}; choose from {sorted(SWAPS)}")
+        return [SWAPS[name] for name in fields]
 
 
 @dataclass

@@ -30,7 +30,8 @@ def contrast_term(
     cfg: CaptionContrastConfig,
 ) -> torch.Tensor:
     """Mean over the batch of `relu(margin - (loss_swapped - loss_true) / loss_true)` for samples noised at least
-    `cfg.min_level` whose caption has a swappable word (0 for the rest).
+    `cfg.min_level` whose caption has a swappable word (0 for the rest); with several fields, each sample swaps
+    one of those its caption has, at random.
 
     `predict(model_input, timesteps, text, text_mask)` runs the transformer (its first output channels are the
     prediction); `prediction` is its output for the true captions; `encode` turns captions into text features.
@@ -39,17 +40,19 @@ def contrast_term(
         raise ValueError(
             "contrast.weight > 0 needs the batch's caption text (a latent cache made with captions)"
         )
-    swaps = cfg.table()
+    tables = cfg.tables()
     t = (
         noised.timesteps if noised.timesteps.dim() == 1 else noised.timesteps[:, -1]
     )  # the present frame's level
     levels = (t.float() / 1000).tolist()  # one device sync for the batch, not one per sample
     rows, wrong = [], []
     for i, caption in enumerate(captions):
-        swapped = swap_word(caption, swaps) if caption else None
-        if swapped is not None and levels[i] >= cfg.min_level:
+        if not caption or levels[i] < cfg.min_level:
+            continue
+        options = [s for s in (swap_word(caption, table) for table in tables) if s is not None]
+        if options:  # one field per sample: the global RNG, saved with the checkpoint, keeps resume exact
             rows.append(i)
-            wrong.append(swapped)
+            wrong.append(options[int(torch.randint(len(options), ()))] if len(options) > 1 else options[0])
     zero = prediction.sum() * 0  # keeps the graph (and DDP's bookkeeping) when no sample takes part
     if not rows:
         return zero
