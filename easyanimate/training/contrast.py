@@ -49,9 +49,11 @@ def contrast_term(
     for i, caption in enumerate(captions):
         if not caption or levels[i] < cfg.min_level:
             continue
-        options = [s for s in (swap_word(caption, table) for table in tables) if s is not None]
-        if options:  # one field per sample: the global RNG, saved with the checkpoint, keeps resume exact
+        options = [o for o in (swap_word(caption, table) for table in tables) if o is not None]
+        if options:
             rows.append(i)
+            # one field per sample, from the global RNG (saved with checkpoints: resume stays exact); a single
+            # option draws nothing, so single-field runs keep the random stream they had before lists existed
             wrong.append(options[int(torch.randint(len(options), ()))] if len(options) > 1 else options[0])
     zero = prediction.sum() * 0  # keeps the graph (and DDP's bookkeeping) when no sample takes part
     if not rows:
