@@ -67,7 +67,8 @@ stage base $PY scripts/make_base_pipeline.py --vae "$OUT/vae/stage2/vae" --capti
 #    caption contrast term on the direction word, config/demo/t2v_motion.yaml), 5c. every word (the same data,
 #    the term on direction, shape and colour, config/demo/t2v_words.yaml), 6. image-to-video InP, 7. LoRA.
 #    t2i and t2v read VAE latents + text features precomputed once (scripts/precompute.py): the clips are
-#    already 64 px and 17 frames, so the cache's centre crops are the clips themselves.
+#    already 64 px and 17 frames, so the cache's centre crops are the clips themselves. A cache depends on the
+#    data and the pipeline's VAE and text encoder, which every stage keeps.
 cache() {  # cache CONFIG PIPELINE DIR [DATA]: precompute once
     local data=${4:-$DATA}
     [ -f "$3/manifest.json" ] || $PY scripts/precompute.py --config "$1" model.pipeline="$2" data.root="$data" \
@@ -85,10 +86,10 @@ stage cache_motion cache config/demo/t2v_motion.yaml "$OUT/t2v/pipeline" "$OUT/c
 stage t2v_motion env DATASET_NAME="$MOTION_DATA" LAUNCH="$LAUNCH" MODEL_NAME="$OUT/t2v/pipeline" \
     OUTPUT_DIR="$OUT/t2v_motion" CONFIG=config/demo/t2v_motion.yaml sh scripts/train_t2v.sh \
     data.latent_cache="$OUT/cache/motion" $ARGS
-stage cache_words cache config/demo/t2v_words.yaml "$OUT/t2v_motion/pipeline" "$OUT/cache/words" "$MOTION_DATA"
+# the same data and encoders as the motion stage: its cache serves (caches are keyed on the VAE and text encoder)
 stage t2v_words env DATASET_NAME="$MOTION_DATA" LAUNCH="$LAUNCH" MODEL_NAME="$OUT/t2v_motion/pipeline" \
     OUTPUT_DIR="$OUT/t2v_words" CONFIG=config/demo/t2v_words.yaml sh scripts/train_t2v.sh \
-    data.latent_cache="$OUT/cache/words" $ARGS
+    data.latent_cache="$OUT/cache/motion" $ARGS
 stage inpaint env "${common[@]}" MODEL_NAME="$OUT/t2v_words/pipeline" OUTPUT_DIR="$OUT/inpaint" \
     CONFIG=config/demo/inpaint.yaml sh scripts/train_inpaint.sh $ARGS
 stage lora env DATASET_NAME="$STYLE_DATA" LAUNCH="$LAUNCH" MODEL_NAME="$OUT/t2v_words/pipeline" \

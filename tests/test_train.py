@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT, make_pipeline, run_command, run_python, script_env, tiny_run
+from safetensors.torch import load_file, save_file
 
 from easyanimate.config import ConfigError, load_config
 from easyanimate.data.datasets import VideoDataset
@@ -23,8 +25,9 @@ from easyanimate.models.text_encoder import load_text_encoder
 from easyanimate.models.transformer3d import VideoTransformer3DModel
 from easyanimate.pipeline import EasyAnimatePipeline
 from easyanimate.pipeline.adapters import load_lora
+from easyanimate.training.cache import CachedLatents
 from easyanimate.training.config import TrainConfig
-from easyanimate.training.strategies import inpaint_condition
+from easyanimate.training.strategies import inpaint_condition, strategy_of
 from easyanimate.training.trainer import train
 
 
@@ -446,6 +449,10 @@ def test_latent_cache_trains_like_pixels(tmp_path, base_pipeline, shapes_dir):
     assert "cached 12 of 12 records" in res.stdout  # stage 3: 8 videos + 4 images
     cached = train(load_config(TrainConfig, None, args))
     pixels = train(config(tmp_path / "pixels", base_pipeline, shapes_dir, **common))
+
+    def cfg_of(pipeline):
+        return config(tmp_path / "cfg", pipeline, shapes_dir, latent_cache=tmp_path / "cache", **common)
+
     a = _state(os.path.join(cached["outputs"]["pipeline"], "transformer"))
     b = _state(os.path.join(pixels["outputs"]["pipeline"], "transformer"))
     base = _state(os.path.join(base_pipeline, "transformer"))
@@ -464,6 +471,27 @@ def test_latent_cache_trains_like_pixels(tmp_path, base_pipeline, shapes_dir):
                 **{**common, "data.num_frames": 5},
             )
         )
+    # the cache is tied to the encoders, not to the pipeline's folder: a later stage's pipeline (a new folder,
+    # another transformer, the same VAE and text encoder) reuses it; one with a retrained VAE does not
+    later = tmp_path / "later_stage"
+    shutil.copytree(cached["outputs"]["pipeline"], later)
+    kind = strategy_of(cfg_of(later)).data
+    CachedLatents(str(tmp_path / "cache"), cfg_of(later), kind)
+    vae_file = next(p for p in (later / "vae").iterdir() if p.suffix == ".safetensors")
+    weights = load_file(vae_file)
+    name = next(iter(weights))
+    save_file({**weights, name: weights[name] + 1e-3}, vae_file)
+    with pytest.raises(ValueError, match="encoders"):
+        CachedLatents(str(tmp_path / "cache"), cfg_of(later), kind)
+    # a cache made before this keying (the pipeline's path in its manifest) still serves that pipeline only
+    manifest_path = tmp_path / "cache" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["pipeline"] = os.path.abspath(base_pipeline)
+    del manifest["encoders"]
+    manifest_path.write_text(json.dumps(manifest))
+    CachedLatents(str(tmp_path / "cache"), cfg_of(base_pipeline), kind)
+    with pytest.raises(ValueError, match="encoders"):
+        CachedLatents(str(tmp_path / "cache"), cfg_of(later), kind)
 
 
 def _text_state(pipeline_dir):

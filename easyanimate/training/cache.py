@@ -4,11 +4,14 @@
 window), the VAE posterior (mean, std: training still samples from it) and the caption's features, one
 safetensors file per record, plus the features of the empty caption (for caption dropout) and a manifest of
 the settings the cache depends on. Training with `latent_cache=<dir>` reads these instead of pixels; a cache
-made with other settings is refused.
+made with other settings is refused. The cache depends on the pipeline's VAE, text encoder and tokenizer, not on
+where the pipeline lies: a run that starts from another pipeline with the same encoders (each stage of a recipe
+writes a new one) reuses the cache.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -22,6 +25,55 @@ from ..data.bucket import BucketBatchSampler
 from ..data.datasets import SampleSpec, VideoDataset
 
 MANIFEST = "manifest.json"
+ENCODER_FOLDERS = ("vae", "text_encoder", "tokenizer")  # what the cached latents and features come from
+_WHOLE_FILE = 4 << 20  # files up to this size are hashed whole; larger ones by size, head and tail
+# top-level JSON keys that say where and how a folder was loaded or saved, not what it computes (a re-saved
+# tokenizer also records its runtime padding / truncation state; the text encoder sets both per call)
+_LOAD_STATE_KEYS = (
+    "_name_or_path",
+    "_diffusers_version",
+    "transformers_version",
+    "_commit_hash",
+    "is_local",
+    "local_files_only",
+    "padding",
+    "truncation",
+)
+
+
+def _file_identity(path: str) -> str:
+    """A checksum of a file, cheap for multi-GB weights: whole up to 4 MiB, else its size and first and last
+    4 MiB (a safetensors header names every tensor's shape and offset; any retraining changes both ends).
+    JSON files are compared by content without the keys of `_LOAD_STATE_KEYS`."""
+    if path.endswith(".json"):
+        with open(path) as fh:
+            content = json.load(fh)
+        if isinstance(content, dict):
+            content = {k: v for k, v in content.items() if k not in _LOAD_STATE_KEYS}
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    size = os.path.getsize(path)
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as fh:
+        if size <= _WHOLE_FILE:
+            digest.update(fh.read())
+        else:
+            digest.update(fh.read(_WHOLE_FILE))
+            fh.seek(size - _WHOLE_FILE)
+            digest.update(fh.read())
+    return digest.hexdigest()
+
+
+def encoders_identity(pipeline: str) -> str:
+    """One checksum over the files of the pipeline's `vae/`, `text_encoder/` and `tokenizer/` folders."""
+    digest = hashlib.sha256()
+    for folder in ENCODER_FOLDERS:
+        root = os.path.join(pipeline, folder)
+        for base, dirs, files in sorted(os.walk(root)):
+            dirs.sort()
+            for name in sorted(files):
+                path = os.path.join(base, name)
+                digest.update(f"{os.path.relpath(path, pipeline)}={_file_identity(path)};".encode())
+    return digest.hexdigest()
 
 
 def cache_key(cfg, data_kind: str) -> dict:
@@ -29,7 +81,7 @@ def cache_key(cfg, data_kind: str) -> dict:
     d = cfg.data
     return {
         "data_kind": data_kind,
-        "pipeline": os.path.abspath(cfg.model.pipeline),
+        "encoders": encoders_identity(cfg.model.pipeline),
         "format": d.format,
         "meta": os.path.abspath(d.meta) if d.meta else None,
         "root": os.path.abspath(d.root) if d.root else None,
@@ -92,9 +144,15 @@ class CachedLatents(Dataset):
         with open(path) as fh:
             manifest = json.load(fh)
         expected = cache_key(cfg, data_kind)
+        if "encoders" not in manifest and manifest.get("pipeline") == os.path.abspath(cfg.model.pipeline):
+            # made before caches were keyed on the encoders: the same pipeline folder, taken as it was then
+            manifest["encoders"] = expected["encoders"]
         diff = {k: (manifest.get(k), v) for k, v in expected.items() if manifest.get(k) != v}
         if diff:
-            raise ValueError(f"latent cache {cache_dir} was made with other settings (cache, run): {diff}")
+            raise ValueError(
+                f"latent cache {cache_dir} was made with other settings (cache, run): {diff}; make a new one "
+                "with scripts/precompute.py"
+            )
         self.dir, self.seed, self.epoch, self.dropout = cache_dir, cfg.seed, 0, cfg.data.caption_dropout
         self.empty = load_file(os.path.join(cache_dir, "empty.safetensors"))
         self.captions = captions
