@@ -54,6 +54,16 @@ def test_shapes_analyzer_reads_soft_edges_specks_and_edge_artifacts(tmp_path):
         if reading.shape != r["shape"]:
             wrong.append((r["text"], reading.shape))
     assert not wrong, wrong
+    # a circle is what neither the triangle nor the square test takes, so it must also be round: a lumpy blob
+    # (two overlapping discs) is no shape, one disc is a circle
+    yy, xx = np.mgrid[0:64, 0:64]
+    frames = np.zeros((3, 64, 64, 3), np.uint8) + np.uint8(128)
+    lumps = ((yy - 30) ** 2 + (xx - 26) ** 2 < 64) | ((yy - 36) ** 2 + (xx - 38) ** 2 < 64)
+    frames[:, lumps] = COLORS["red"]
+    assert read_video(frames).shape is None and read_video(frames).color == "red"
+    frames[:] = 128
+    frames[:, (yy - 30) ** 2 + (xx - 30) ** 2 < 81] = COLORS["red"]
+    assert read_video(_blur(frames)).shape == "circle"
 
 
 def test_parse_prompt():
