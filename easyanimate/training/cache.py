@@ -28,7 +28,7 @@ MANIFEST = "manifest.json"
 ENCODER_FOLDERS = ("vae", "text_encoder", "tokenizer")  # what the cached latents and features come from
 _WHOLE_FILE = 4 << 20  # files up to this size are hashed whole; larger ones by size, head and tail
 # top-level JSON keys that say where and how a folder was loaded or saved, not what it computes (a re-saved
-# tokenizer also records its runtime padding / truncation state; the text encoder sets both per call)
+# tokenizer also records the padding / truncation it was last called with; the text encoder sets them per call)
 _LOAD_STATE_KEYS = (
     "_name_or_path",
     "_diffusers_version",
@@ -38,7 +38,13 @@ _LOAD_STATE_KEYS = (
     "local_files_only",
     "padding",
     "truncation",
+    "max_length",  # a tokenizer called with these arguments saves them with itself; each call sets its own
+    "stride",
+    "pad_to_multiple_of",
+    "pad_token_type_id",
+    "truncation_strategy",
 )
+_DEFAULT_KEYS = {"padding_side": "right", "truncation_side": "right"}  # the same as absent
 
 
 def _file_identity(path: str) -> str:
@@ -49,7 +55,11 @@ def _file_identity(path: str) -> str:
         with open(path) as fh:
             content = json.load(fh)
         if isinstance(content, dict):
-            content = {k: v for k, v in content.items() if k not in _LOAD_STATE_KEYS}
+            content = {
+                k: v
+                for k, v in content.items()
+                if k not in _LOAD_STATE_KEYS and _DEFAULT_KEYS.get(k, object()) != v
+            }
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
     size = os.path.getsize(path)
     digest = hashlib.sha256(str(size).encode())
