@@ -49,7 +49,8 @@ _DEFAULT_KEYS = {"padding_side": "right", "truncation_side": "right"}  # the sam
 
 def _file_identity(path: str) -> str:
     """A checksum of a file, cheap for multi-GB weights: whole up to 4 MiB, else its size and first and last
-    4 MiB (a safetensors header names every tensor's shape and offset; any retraining changes both ends).
+    4 MiB (a safetensors header names every tensor's shape and offset, and retraining a whole model changes both
+    ends; a change confined to the middle of a larger file, e.g. a few inner blocks fine-tuned, goes unseen).
     JSON files are compared by content without the keys of `_LOAD_STATE_KEYS`."""
     if path.endswith(".json"):
         with open(path) as fh:
