@@ -67,6 +67,30 @@ def test_shapes_analyzer_reads_soft_edges_specks_and_edge_artifacts(tmp_path):
     assert read_video(_blur(frames)).shape == "circle"
 
 
+def test_shapes_analyzer_reads_the_colour_of_smeared_shapes():
+    # a VAE that compresses frames in time smears a moving shape along its track: the smear blends the colour
+    # with the background, lighter on white and darker on black; the foreground's median then read 7 of these
+    # 54 as a neighbouring colour (red -> orange on white, orange -> red on black, blue -> purple on white)
+    from easyanimate.data.synthetic import BACKGROUNDS
+
+    yy, xx = np.mgrid[0:64, 0:64]
+    wrong = []
+    for background, bg in BACKGROUNDS.items():
+        for color, rgb in COLORS.items():
+            for trail in (4, 8, 12):
+                frames = []
+                for t in range(5):
+                    x0 = 12 + 8 * t
+                    cover = np.mean(
+                        [(yy - 30) ** 2 + (xx - x0 - s) ** 2 < 81 for s in range(0, trail + 1, 2)], axis=0
+                    )[..., None]
+                    frames.append(np.asarray(bg, float) * (1 - cover) + np.asarray(rgb, float) * cover)
+                reading = read_video(np.stack(frames).round().astype(np.uint8))
+                if reading.color != color:
+                    wrong.append((background, color, trail, reading.color))
+    assert not wrong, wrong
+
+
 def test_parse_prompt():
     p = parse_prompt("A red circle moving left on a gray background")
     assert (p.color, p.shape, p.direction, p.background) == ("red", "circle", "left", "gray")

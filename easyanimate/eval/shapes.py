@@ -1,8 +1,10 @@
 """Reads a synthetic-shapes video back: background, shape colour, shape kind, and motion direction.
 
 Used to score generations against their prompts (colour / direction / shape accuracy) for the demo model.
-Background: the most common border colour; foreground: pixels far from it; colour: nearest palette colour to
-the foreground median; shape: from the largest connected blob, cut at half the contrast between the shape's
+Background: the most common border colour; foreground: pixels far from it; colour: the palette colour whose hue
+most of the foreground's colourfulness points to (every background is neutral, and blending a colour with a
+neutral one keeps its hue, so a soft edge votes for the shape's colour instead of pulling the reading towards a
+neighbour: a blue edge on white is lighter, not more purple); shape: from the largest connected blob, cut at half the contrast between the shape's
 colour and the background (where a blurred edge really is), each row filled between its outer pixels so
 outlines read as their shape: a triangle (apex up) puts 3/4 of its area in the lower half of its bounding box, a
 circle or square half; a square fills the corners of its box, a circle about a quarter of them, and a circle
@@ -14,7 +16,9 @@ LoRA's style), else "filled".
 The shape reading is robust to what a VAE does to edges: 98% of still shapes reconstructed by the demo VAE read
 as drawn, where the earlier reading (the share of the bounding box filled, with fixed thresholds) read 53%: it
 took rounded square corners and blunted triangles for circles, a stray speck or an edge artifact for part of
-the shape, and irregular blobs for triangles.
+the shape, and irregular blobs for triangles. The same goes for colour: the hue vote reads 95% of moving clips
+reconstructed by the demo VAE as drawn, where the nearest palette colour to the foreground's median read 87%
+(dark orange edges on black read red, light blue ones on white purple); both read real clips 100%.
 """
 
 from __future__ import annotations
@@ -40,6 +44,31 @@ class Reading:
 
 def _nearest(rgb: np.ndarray, palette: dict[str, tuple[int, int, int]]) -> str:
     return min(palette, key=lambda k: float(np.sum((np.asarray(palette[k], float) - rgb) ** 2)))
+
+
+def _hue(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """HSV hue in degrees and chroma (max - min channel) of `(N, 3)` colours: adding or scaling in a neutral
+    colour leaves the hue as it was."""
+    rgb = np.asarray(rgb, dtype=float).reshape(-1, 3)
+    top, chroma = rgb.max(axis=1), np.ptp(rgb, axis=1)
+    r, g, b = rgb.T
+    c = np.where(chroma > 0, chroma, 1.0)
+    sector = np.where(top == r, ((g - b) / c) % 6, np.where(top == g, (b - r) / c + 2, (r - g) / c + 4))
+    return sector * 60.0, chroma
+
+
+_PALETTE_HUES = _hue(np.array(list(COLORS.values())))[0]
+
+
+def read_color(pixels: np.ndarray) -> str | None:
+    """The palette colour of foreground `pixels` `(N, 3)`: each pixel votes for the palette colour nearest in
+    hue, weighted by its chroma (greys and near-greys, whose hue is noise, hardly count)."""
+    hues, chroma = _hue(pixels)
+    if chroma.sum() <= 0:
+        return None
+    gap = np.abs((hues[:, None] - _PALETTE_HUES[None] + 180.0) % 360.0 - 180.0)
+    votes = np.bincount(gap.argmin(axis=1), weights=chroma, minlength=len(COLORS))
+    return list(COLORS)[int(votes.argmax())]
 
 
 def _foreground(frame: np.ndarray, bg: np.ndarray, threshold: float = 60.0) -> np.ndarray:
@@ -140,7 +169,7 @@ def read_video(frames: np.ndarray, still_fraction: float = 0.08) -> Reading:
     masks = np.stack([_foreground(fr, bg_rgb) for fr in frames])
     if masks.sum() < 4:
         return Reading(None, None, None, background)
-    color = _nearest(np.median(frames[masks].astype(float), axis=0), COLORS)  # median: edges blend
+    color = read_color(frames[masks])
     features, centers = [], []
     for i in (0, f // 2, f - 1):
         if masks[i].sum() >= 4:
