@@ -1,24 +1,25 @@
 """Reads a synthetic-shapes video back: background, shape colour, shape kind, and motion direction.
 
 Used to score generations against their prompts (colour / direction / shape accuracy) for the demo model.
-Background: the most common border colour; foreground: pixels far from it; colour: the palette colour whose hue
-most of the foreground's colourfulness points to (every background is neutral, and blending a colour with a
-neutral one keeps its hue, so a soft edge votes for the shape's colour instead of pulling the reading towards a
-neighbour: a blue edge on white is lighter, not more purple); shape: from the largest connected blob, cut at
-half the contrast between the shape's colour and the background (where a blurred edge really is), each row
-filled between its outer pixels so outlines read as their shape: a triangle (apex up) puts 3/4 of its area in the lower half of its bounding box, a
-circle or square half; a square fills the corners of its box, a circle about a quarter of them, and a circle
-must also be round (its blob overlaps the ellipse inscribed in its box by IoU >= 0.8), else it is an irregular
-blob and reads as no shape (medians of the first, middle and last frame); direction: the centroid's track from
-the first to the last frame; style: "outline" when the middle of the shape shows the background (the demo
-LoRA's style), else "filled".
+Background: the most common border colour; foreground: pixels far from it; colour: the palette colour whose
+hue most of the foreground's colourfulness points to (every background is neutral, and blending a colour with
+a neutral one keeps its hue, so a soft edge votes for the shape's colour instead of pulling the reading
+towards a neighbour: a blue edge on white is lighter, not more purple); shape: from the largest connected
+blob, cut at half the contrast between the shape's colour and the background (where a blurred edge really is),
+each row filled between its outer pixels so outlines read as their shape: a triangle (apex up) puts 3/4 of its
+area in the lower half of its bounding box, a circle or square half; a square fills the corners of its box, a
+circle about a quarter of them, and a circle must also be round (its blob overlaps the ellipse inscribed in
+its box by IoU >= 0.8), else it is an irregular blob and reads as no shape (medians of the first, middle and
+last frame); direction: the centroid's track from the first to the last frame; style: "outline" when the
+middle of the shape shows the background (the demo LoRA's style), else "filled".
 
-The shape reading is robust to what a VAE does to edges: 98% of still shapes reconstructed by the demo VAE read
-as drawn, where the earlier reading (the share of the bounding box filled, with fixed thresholds) read 53%: it
-took rounded square corners and blunted triangles for circles, a stray speck or an edge artifact for part of
-the shape, and irregular blobs for triangles. The same goes for colour: the hue vote reads 95% of 60 moving clips
-reconstructed by the demo VAE as drawn, where the nearest palette colour to the foreground's median read 87%
-(dark orange edges on black read red, light blue ones on white purple); both read real clips 100%.
+The shape reading is robust to what a VAE does to edges: 98% of still shapes reconstructed by the demo VAE
+read as drawn, where the earlier reading (the share of the bounding box filled, with fixed thresholds) read
+53%: it took rounded square corners and blunted triangles for circles, a stray speck or an edge artifact for
+part of the shape, and irregular blobs for triangles. The same goes for colour: the hue vote reads 95% of 60
+moving clips reconstructed by the demo VAE as drawn, where the nearest palette colour to the foreground's
+median read 87% (dark orange edges on black read red, light blue ones on white purple); both read real clips
+100%.
 """
 
 from __future__ import annotations
