@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import make_tiny_clip, make_tiny_clip_vision, run_python
 
-from easyanimate.data.synthetic import COLORS, generate
+from easyanimate.data.synthetic import BACKGROUNDS, COLORS, generate
 from easyanimate.data.video_io import read_frames, write_video
 from easyanimate.eval.clip_score import CLIPScorer
 from easyanimate.eval.consistency import temporal_consistency
@@ -71,8 +71,6 @@ def test_shapes_analyzer_reads_the_colour_of_smeared_shapes():
     # a VAE that compresses frames in time smears a moving shape along its track: the smear blends the colour
     # with the background, lighter on white and darker on black; the foreground's median then read 7 of these
     # 54 as a neighbouring colour (red -> orange on white, orange -> red on black, blue -> purple on white)
-    from easyanimate.data.synthetic import BACKGROUNDS
-
     yy, xx = np.mgrid[0:64, 0:64]
     wrong = []
     for background, bg in BACKGROUNDS.items():
