@@ -48,10 +48,11 @@ def store_weights(pipe, storage_dtype: str) -> None:
     are)."""
     if storage_dtype not in STORAGE_DTYPES:
         raise ValueError(f"unknown storage dtype {storage_dtype!r}; choose from {list(STORAGE_DTYPES)}")
-    transformer = pipe.transformer
-    transformer.enable_layerwise_casting(
-        storage_dtype=STORAGE_DTYPES[storage_dtype], compute_dtype=transformer.dtype
-    )
+    for transformer in (pipe.transformer, getattr(pipe, "transformer_2", None)):  # both experts, when two
+        if transformer is not None:
+            transformer.enable_layerwise_casting(
+                storage_dtype=STORAGE_DTYPES[storage_dtype], compute_dtype=transformer.dtype
+            )
 
 
 def apply_memory_mode(
@@ -169,7 +170,8 @@ def estimate_for_pipeline(
     config = vae.config
     top = (config.get("block_out_channels") or [config.get("ch", 128) * (config.get("ch_mult") or [1])[0]])[0]
     return estimate_peak_memory(
-        _params(t),
+        _params(t)
+        + _params(getattr(pipe, "transformer_2", None)),  # two experts: both (model offload holds one)
         height,
         width,
         num_frames,

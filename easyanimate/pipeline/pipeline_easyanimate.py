@@ -41,6 +41,7 @@ from .conditioning import (
     upstream_inpaint_latents,
 )
 from .custom_entry import has_our_entry, write_entry
+from .experts import check_experts
 from .lora_loader import EasyAnimateLoraLoaderMixin
 
 logger = logging.getLogger(__name__)
@@ -71,15 +72,25 @@ class EasyAnimateOutput(BaseOutput):
 
 
 class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
-    model_cpu_offload_seq = "text_encoder->transformer->vae"
+    model_cpu_offload_seq = "text_encoder->transformer->transformer_2->vae"
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
 
-    _optional_components = ["image_encoder", "feature_extractor"]
+    _optional_components = ["image_encoder", "feature_extractor", "transformer_2"]
 
     def __init__(
-        self, vae, text_encoder, tokenizer, transformer, scheduler, image_encoder=None, feature_extractor=None
+        self,
+        vae,
+        text_encoder,
+        tokenizer,
+        transformer,
+        scheduler,
+        image_encoder=None,
+        feature_extractor=None,
+        transformer_2=None,
+        boundary_ratio: float | None = None,
     ):
         super().__init__()
+        check_experts(transformer, transformer_2, boundary_ratio)
         self.register_modules(
             vae=vae,
             text_encoder=text_encoder,
@@ -88,7 +99,12 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
             scheduler=scheduler,
             image_encoder=image_encoder,  # upstream V3 InP: CLIP vision model for the start image's tokens
             feature_extractor=feature_extractor,
+            # Wan 2.2's two experts (diffusers' names): `transformer` denoises timesteps at or above
+            # boundary_ratio x the sampler's train timesteps (high noise: layout and motion), `transformer_2`
+            # the rest (low noise: shape and detail)
+            transformer_2=transformer_2,
         )
+        self.register_to_config(boundary_ratio=boundary_ratio)
 
     # ----------------------------------------------------------------------------------------------- folders
 
@@ -124,6 +140,14 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
             self.temporal_pyramid.coarsest if self.temporal_pyramid is not None else 1,
         )
         return rule.with_patch(coarsest)
+
+    def expert_for(self, t: torch.Tensor | float) -> torch.nn.Module:
+        """The transformer that denoises timestep `t`: `transformer`, or with two experts `transformer_2` below
+        the boundary."""
+        if getattr(self, "transformer_2", None) is None:
+            return self.transformer
+        boundary = self.config.boundary_ratio * self.scheduler.config.num_train_timesteps
+        return self.transformer if float(t) >= boundary else self.transformer_2
 
     @property
     def temporal_pyramid(self) -> TemporalPyramid | None:
@@ -304,9 +328,8 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
         if condition is not None:
             x = torch.cat([x, torch.cat([condition] * x.shape[0])], dim=1)
         timestep = t.expand(x.shape[0]).to(x.device)
-        out = self.transformer(
-            x.to(self.transformer.dtype), timestep, text, encoder_attention_mask=text_mask, **extra
-        ).sample
+        model = self.expert_for(t)
+        out = model(x.to(model.dtype), timestep, text, encoder_attention_mask=text_mask, **extra).sample
         return self._guided(out, guidance_scale)
 
     def _guided(self, out: torch.Tensor, guidance_scale: float) -> torch.Tensor:

@@ -1,0 +1,69 @@
+"""Two denoising experts split by noise level, Wan 2.2's layout in diffusers' names: `transformer` denoises the
+high-noise steps (timesteps at or above `boundary_ratio` x the sampler's train timesteps), where a video's layout
+and motion are decided, and `transformer_2` the low-noise rest, where shapes and detail are drawn.
+
+Why the demo model has two: fine-tuning the whole DiT to follow the direction word (high-noise times, the caption
+contrast term) erases shape detail learnt at lower noise, whatever the stage's settings; keeping the weights from
+before that stage as the low-noise expert keeps both (measured in the demo model's card).
+
+    python scripts/make_experts.py --high outputs/demo/t2v_motion/pipeline --low outputs/demo/t2v/pipeline \
+        --boundary 0.9 --output outputs/demo/experts
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import torch
+
+
+def check_experts(transformer, transformer_2, boundary_ratio: float | None) -> None:
+    """Two experts need a boundary in (0, 1) and the same input / output layout; one needs no boundary."""
+    if transformer_2 is None:
+        if boundary_ratio is not None:
+            raise ValueError(
+                f"boundary_ratio={boundary_ratio} is for two experts: this pipeline has no transformer_2"
+            )
+        return
+    if boundary_ratio is None or not 0 < boundary_ratio < 1:
+        raise ValueError(f"two experts need a boundary_ratio in (0, 1), got {boundary_ratio}")
+    keys = ("in_channels", "out_channels", "patch_size", "sample_size", "caption_channels")
+    differ = {k: (transformer.config.get(k), transformer_2.config.get(k)) for k in keys}
+    differ = {k: v for k, v in differ.items() if v[0] != v[1]}
+    if differ:
+        raise ValueError(f"transformer and transformer_2 must take the same inputs; they differ in {differ}")
+    if transformer.config.get("autoregressive_history") or transformer_2.config.get("autoregressive_history"):
+        raise ValueError(
+            "two experts are for models sampled in one pass, not frame-by-frame (autoregressive) ones"
+        )
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def make_experts(high: str, low: str, boundary_ratio: float, output: str) -> None:
+    """Write a pipeline folder: `high`'s pipeline (its sampler, VAE, text encoder) with `low`'s transformer as
+    `transformer_2`. Both pipelines must share the VAE and the text encoder (their latents and caption features
+    are what both experts were trained on). The folder is replaced atomically."""
+    from .pipeline_easyanimate import EasyAnimatePipeline
+
+    pipe = EasyAnimatePipeline.from_pretrained(high, dtype=torch.float32)
+    other = EasyAnimatePipeline.from_pretrained(low, dtype=torch.float32)
+    for name in ("vae", "text_encoder"):
+        if not _same_weights(getattr(pipe, name), getattr(other, name)):
+            raise ValueError(f"{high} and {low} have different {name} weights: the experts must share them")
+    if getattr(other, "transformer_2", None) is not None or getattr(pipe, "transformer_2", None) is not None:
+        raise ValueError("each source must have one transformer")
+    combined = EasyAnimatePipeline(
+        **{k: v for k, v in pipe.components.items() if k != "transformer_2"},
+        transformer_2=other.transformer,
+        boundary_ratio=boundary_ratio,
+    )
+    tmp = f"{output.rstrip('/')}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    combined.save_pretrained(tmp)
+    shutil.rmtree(output, ignore_errors=True)
+    os.replace(tmp, output)
