@@ -99,3 +99,41 @@ def test_bad_joins_are_refused_with_a_clear_error(experts, tmp_path, capsys):
     pipe = EasyAnimatePipeline.from_pretrained(high)
     with pytest.raises(ValueError, match="no transformer_2"):
         EasyAnimatePipeline(**pipe.components, boundary_ratio=0.5)
+
+
+def _lora_file(folder: str, path: str) -> str:
+    from peft import LoraConfig
+
+    p = EasyAnimatePipeline.from_pretrained(folder)
+    torch.manual_seed(2)
+    p.transformer.add_adapter(
+        LoraConfig(
+            r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False
+        )
+    )
+    p.transformer.save_lora_adapter(path, weight_name="style.safetensors")
+    return os.path.join(path, "style.safetensors")
+
+
+def test_a_lora_goes_into_both_experts_and_unloads_exactly(experts, tmp_path):
+    from easyanimate.pipeline.adapters import load_lora, unload_loras
+
+    high, _, out = experts
+    lora = _lora_file(high, str(tmp_path))
+    pipe = EasyAnimatePipeline.from_pretrained(out)
+    base = _frames(pipe)
+    load_lora(pipe, lora, weight=0.7)
+    for t in (pipe.transformer, pipe.transformer_2):  # the style acts at every noise level
+        assert list(t.peft_config) == ["style"]
+    assert not torch.allclose(_frames(pipe), base, atol=1e-3)
+    unload_loras(pipe)
+    assert torch.equal(_frames(pipe), base)
+    pipe.load_lora_weights(
+        lora, adapter_name="low_only", load_into_transformer_2=True
+    )  # diffusers' Wan 2.2 flag
+    assert not getattr(pipe.transformer, "peft_config", None) and list(pipe.transformer_2.peft_config) == [
+        "low_only"
+    ]
+    single = EasyAnimatePipeline.from_pretrained(high)
+    with pytest.raises(ValueError, match="no transformer_2"):
+        single.load_lora_weights(lora, load_into_transformer_2=True)

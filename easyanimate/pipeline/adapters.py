@@ -17,8 +17,9 @@ from ..models.kohya_lora import is_kohya_lora, merge_kohya_lora, unmerge_kohya_l
 
 def load_lora(pipe, path: str, weight: float = 1.0, adapter_name: str | None = None) -> str:
     """Add the LoRA in `path` at `weight`. Our peft files become a named adapter (diffusers' `load_lora_weights` +
-    `set_adapters`; adapters loaded before keep their weights); kohya files (upstream EasyAnimate's) are merged
-    into the transformer and the text encoder as upstream does, their replaced weights kept for `unload_loras`."""
+    `set_adapters`; adapters loaded before keep their weights; a pipeline with two experts gets it in both); kohya
+    files (upstream EasyAnimate's) are merged into the transformer and the text encoder as upstream does, their
+    replaced weights kept for `unload_loras`."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"LoRA file not found: {path}")
     name = adapter_name or os.path.splitext(os.path.basename(path))[0].replace(".", "_")
@@ -31,6 +32,10 @@ def load_lora(pipe, path: str, weight: float = 1.0, adapter_name: str | None = N
         pipe._kohya_merged = [*getattr(pipe, "_kohya_merged", []), saved]
         return name
     pipe.load_lora_weights(state, adapter_name=name)
+    if (
+        getattr(pipe, "transformer_2", None) is not None
+    ):  # two experts: the style applies at every noise level
+        pipe.load_lora_weights(state, adapter_name=name, load_into_transformer_2=True)
     weights = {**pipe.lora_weights(), name: weight}
     pipe.set_adapters(list(weights), list(weights.values()))
     return name

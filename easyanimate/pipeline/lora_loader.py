@@ -1,5 +1,6 @@
 """diffusers' LoRA API on our pipeline: `load_lora_weights`, `set_adapters`, `fuse_lora`, `unfuse_lora`,
-`unload_lora_weights`, `save_lora_weights`, for the transformer (the only LoRA-loadable part).
+`unload_lora_weights`, `save_lora_weights`, for the transformer (the only LoRA-loadable part; with two experts,
+either of them: `load_into_transformer_2`, as diffusers' Wan 2.2 pipelines).
 
 The loading, naming and fusing are diffusers' own (its transformer-only LoRA mixin, the one CogVideoX uses);
 what we add is reading our files: peft LoRA keys with or without diffusers' `transformer.` prefix.
@@ -21,8 +22,37 @@ def _is_lora_key(key: str) -> bool:
 
 
 class EasyAnimateLoraLoaderMixin(CogVideoXLoraLoaderMixin):
-    _lora_loadable_modules = ["transformer"]
+    # a pipeline with two experts has `transformer_2` too (diffusers' Wan 2.2 layout); the base mixin's
+    # set_adapters / fuse / unload skip a component that is None
+    _lora_loadable_modules = ["transformer", "transformer_2"]
     transformer_name = "transformer"
+
+    def load_lora_weights(
+        self, pretrained_model_name_or_path_or_dict, adapter_name=None, hotswap=False, **kwargs
+    ):
+        """diffusers' loading into `transformer`; `load_into_transformer_2=True` (Wan 2.2's flag) loads into the
+        low-noise expert instead."""
+        if not kwargs.pop("load_into_transformer_2", False):
+            return super().load_lora_weights(
+                pretrained_model_name_or_path_or_dict, adapter_name=adapter_name, hotswap=hotswap, **kwargs
+            )
+        if getattr(self, "transformer_2", None) is None:
+            raise ValueError(
+                "load_into_transformer_2=True: this pipeline has one transformer (no transformer_2)"
+            )
+        low_cpu_mem_usage = kwargs.pop("low_cpu_mem_usage", False)
+        state, metadata = self.lora_state_dict(
+            pretrained_model_name_or_path_or_dict, **{**kwargs, "return_lora_metadata": True}
+        )
+        self.load_lora_into_transformer(
+            state,
+            transformer=self.transformer_2,
+            adapter_name=adapter_name,
+            metadata=metadata,
+            _pipeline=self,
+            low_cpu_mem_usage=low_cpu_mem_usage,
+            hotswap=hotswap,
+        )
 
     @classmethod
     def lora_state_dict(cls, pretrained_model_name_or_path_or_dict, **kwargs):
