@@ -41,7 +41,7 @@ test: lint sysdeps
 	$(VPY) -m pytest -q tests
 
 demo: $(STAMP)
-	$(VPY) predict_t2v.py --prompt "$(PROMPT)" --output-dir samples
+	$(VPY) predict_t2v.py --prompt "$(PROMPT)" --guidance-scale 4 --output-dir samples  # the demo model's CFG
 
 # A user's install: a fresh venv, torch first, then `pip install .` (inference only); generates with the demo.
 check-install:
