@@ -1,7 +1,7 @@
 """Join two trained pipelines into one with two denoising experts split by noise level (Wan 2.2's layout).
 
     python scripts/make_experts.py --high outputs/demo/t2v_motion/pipeline --low outputs/demo/t2v/pipeline \
-        --boundary 0.9 --output outputs/demo/experts
+        --boundary 0.95 --output outputs/demo/experts
 
 `--high` (its sampler, VAE and text encoder, and its transformer for timesteps >= boundary x the train
 timesteps) and `--low` (its transformer, saved as `transformer_2`, for the rest) must share the VAE and text
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--low", required=True, help="pipeline folder whose transformer takes the low-noise steps")
     p.add_argument(
-        "--boundary", type=float, default=0.9, help="noise level (timestep / train timesteps) of the switch"
+        "--boundary", type=float, default=0.95, help="noise level (timestep / train timesteps) of the switch"
     )
     p.add_argument("--output", required=True)
     a = p.parse_args(argv)

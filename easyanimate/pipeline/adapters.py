@@ -32,9 +32,8 @@ def load_lora(pipe, path: str, weight: float = 1.0, adapter_name: str | None = N
         pipe._kohya_merged = [*getattr(pipe, "_kohya_merged", []), saved]
         return name
     pipe.load_lora_weights(state, adapter_name=name)
-    if (
-        getattr(pipe, "transformer_2", None) is not None
-    ):  # two experts: the style applies at every noise level
+    # two experts: the style applies at every noise level
+    if getattr(pipe, "transformer_2", None) is not None:
         pipe.load_lora_weights(state, adapter_name=name, load_into_transformer_2=True)
     weights = {**pipe.lora_weights(), name: weight}
     pipe.set_adapters(list(weights), list(weights.values()))

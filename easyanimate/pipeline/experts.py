@@ -7,7 +7,7 @@ contrast term) erases shape detail learnt at lower noise, whatever the stage's s
 before that stage as the low-noise expert keeps both (measured in the demo model's card).
 
     python scripts/make_experts.py --high outputs/demo/t2v_motion/pipeline --low outputs/demo/t2v/pipeline \
-        --boundary 0.9 --output outputs/demo/experts
+        --boundary 0.95 --output outputs/demo/experts
 """
 
 from __future__ import annotations
@@ -55,8 +55,9 @@ def make_experts(high: str, low: str, boundary_ratio: float, output: str) -> Non
     for name in ("vae", "text_encoder"):
         if not _same_weights(getattr(pipe, name), getattr(other, name)):
             raise ValueError(f"{high} and {low} have different {name} weights: the experts must share them")
-    if getattr(other, "transformer_2", None) is not None or getattr(pipe, "transformer_2", None) is not None:
-        raise ValueError("each source must have one transformer")
+    for path, source in ((high, pipe), (low, other)):
+        if getattr(source, "transformer_2", None) is not None:
+            raise ValueError(f"{path} already has two experts: give pipelines with one transformer each")
     combined = EasyAnimatePipeline(
         **{k: v for k, v in pipe.components.items() if k != "transformer_2"},
         transformer_2=other.transformer,

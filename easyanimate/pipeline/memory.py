@@ -169,9 +169,10 @@ def estimate_for_pipeline(
     t, vae = pipe.transformer, pipe.vae
     config = vae.config
     top = (config.get("block_out_channels") or [config.get("ch", 128) * (config.get("ch_mult") or [1])[0]])[0]
+    # two experts: both counted (model offload holds one at a time, so this errs high there)
+    transformer_params = _params(t) + _params(getattr(pipe, "transformer_2", None))
     return estimate_peak_memory(
-        _params(t)
-        + _params(getattr(pipe, "transformer_2", None)),  # two experts: both (model offload holds one)
+        transformer_params,
         height,
         width,
         num_frames,
