@@ -17,26 +17,7 @@ import shutil
 
 import torch
 
-
-def check_experts(transformer, transformer_2, boundary_ratio: float | None) -> None:
-    """Two experts need a boundary in (0, 1) and the same input / output layout; one needs no boundary."""
-    if transformer_2 is None:
-        if boundary_ratio is not None:
-            raise ValueError(
-                f"boundary_ratio={boundary_ratio} is for two experts: this pipeline has no transformer_2"
-            )
-        return
-    if boundary_ratio is None or not 0 < boundary_ratio < 1:
-        raise ValueError(f"two experts need a boundary_ratio in (0, 1), got {boundary_ratio}")
-    keys = ("in_channels", "out_channels", "patch_size", "sample_size", "caption_channels")
-    differ = {k: (transformer.config.get(k), transformer_2.config.get(k)) for k in keys}
-    differ = {k: v for k, v in differ.items() if v[0] != v[1]}
-    if differ:
-        raise ValueError(f"transformer and transformer_2 must take the same inputs; they differ in {differ}")
-    if transformer.config.get("autoregressive_history") or transformer_2.config.get("autoregressive_history"):
-        raise ValueError(
-            "two experts are for models sampled in one pass, not frame-by-frame (autoregressive) ones"
-        )
+from .pipeline_easyanimate import EasyAnimatePipeline
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -48,8 +29,6 @@ def make_experts(high: str, low: str, boundary_ratio: float, output: str) -> Non
     """Write a pipeline folder: `high`'s pipeline (its sampler, VAE, text encoder) with `low`'s transformer as
     `transformer_2`. Both pipelines must share the VAE and the text encoder (their latents and caption features
     are what both experts were trained on). The folder is replaced atomically."""
-    from .pipeline_easyanimate import EasyAnimatePipeline
-
     pipe = EasyAnimatePipeline.from_pretrained(high, dtype=torch.float32)
     other = EasyAnimatePipeline.from_pretrained(low, dtype=torch.float32)
     for name in ("vae", "text_encoder"):

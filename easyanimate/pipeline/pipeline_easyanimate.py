@@ -41,7 +41,6 @@ from .conditioning import (
     upstream_inpaint_latents,
 )
 from .custom_entry import has_our_entry, write_entry
-from .experts import check_experts
 from .lora_loader import EasyAnimateLoraLoaderMixin
 
 logger = logging.getLogger(__name__)
@@ -62,6 +61,27 @@ def check_complete(folder: str, given: dict | None = None) -> None:
             raise FileNotFoundError(
                 f"{folder} is incomplete: no {name}/ (its model_index.json lists a {value[1]})"
             )
+
+
+def check_experts(transformer, transformer_2, boundary_ratio: float | None) -> None:
+    """Two experts need a boundary in (0, 1) and the same input / output layout; one needs no boundary."""
+    if transformer_2 is None:
+        if boundary_ratio is not None:
+            raise ValueError(
+                f"boundary_ratio={boundary_ratio} is for two experts: this pipeline has no transformer_2"
+            )
+        return
+    if boundary_ratio is None or not 0 < boundary_ratio < 1:
+        raise ValueError(f"two experts need a boundary_ratio in (0, 1), got {boundary_ratio}")
+    keys = ("in_channels", "out_channels", "patch_size", "sample_size", "caption_channels")
+    differ = {k: (transformer.config.get(k), transformer_2.config.get(k)) for k in keys}
+    differ = {k: v for k, v in differ.items() if v[0] != v[1]}
+    if differ:
+        raise ValueError(f"transformer and transformer_2 must take the same inputs; they differ in {differ}")
+    if transformer.config.get("autoregressive_history") or transformer_2.config.get("autoregressive_history"):
+        raise ValueError(
+            "two experts are for models sampled in one pass, not frame-by-frame (autoregressive) ones"
+        )
 
 
 @dataclass
