@@ -60,9 +60,8 @@ stage data data
 # 2. Slice VAE (encoder + decoder, on crowds). A decoder-only second stage on the demo clips
 #    (config/demo/vae_stage2.yaml, not run) rounded corners: the shapes analyzer reads 78% of the shapes in its
 #    reconstructions of new clips against 93% for this stage alone
-# shellcheck disable=SC2086
-stage vae $LAUNCH scripts/train_vae.py --config config/demo/vae_stage1.yaml data.root="$VAE_DATA" \
-    output_dir="$OUT/vae/stage1" resume_from_checkpoint=latest $VAE_ARGS
+stage vae env DATA_ROOT="$VAE_DATA" OUTPUT_DIR="$OUT/vae" CONFIG=config/demo/vae_stage1.yaml STAGE2=0 \
+    LAUNCH="$LAUNCH" sh scripts/train_vae.sh $VAE_ARGS
 
 # 3. base pipeline: the VAE (scaled to unit-variance latents) + a tiny T5 whose vocabulary is learnt from the
 #    captions, frozen at its random init
