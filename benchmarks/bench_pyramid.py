@@ -22,8 +22,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import median, print_table, time_interleaved, write_results  # noqa: E402
 
 from easyanimate.diffusion.pyramid_sampler import split_steps  # noqa: E402
+from easyanimate.diffusion.temporal_pyramid import TemporalPyramid  # noqa: E402
 from easyanimate.models.frame_sequence import FrameCache  # noqa: E402
 from easyanimate.models.presets import build_transformer  # noqa: E402
+from easyanimate.pipeline.autoregressive import chunk_sizes  # noqa: E402
 
 HISTORY = (1, 2, 4, 4)  # config/train_t2v_pyramid.yaml's autoregressive_history
 CPU_SDPA = {  # torch counts the CUDA SDPA kernels only; map the CPU one to the same formula
@@ -60,28 +62,29 @@ def times_at(model, sizes: list[int], frames: int, text_len: int, repeats: int) 
     return {s: median(v) for s, v in time_interleaved(fns, repeats=repeats).items()}
 
 
-def autoregressive_flops(model, full: int, frames: int, text_len: int, device, history: tuple[int, ...],
+def autoregressive_flops(model, full: int, frames: int, text_len: int, device, temporal: TemporalPyramid,
                          stages: int, steps: int) -> float:  # fmt: skip
-    """FLOPs of one video generated frame by frame as the pipeline does it: each latent frame's steps (split
-    over the spatial stages), its compressed history run once per frame (`FrameCache`), the present frame alone
-    at every step."""
+    """FLOPs of one video generated frame by frame (or chunk by chunk) as the pipeline does it: each chunk's steps
+    (split over the spatial stages), its compressed history run once per chunk (`FrameCache`), the present frames
+    alone at every step."""
     c = model.config
     text = torch.randn(1, text_len, c.caption_channels, device=device)
     mask = torch.ones(1, text_len, device=device)
     per_stage = split_steps(steps, stages)
-    total = 0
-    for i in range(frames):
-        n = min(i, len(history))
-        past = [torch.randn(1, c.in_channels, full // history[n - 1 - j], full // history[n - 1 - j], device=device)
-                for j in range(n)]  # fmt: skip
+    total, done = 0, 0
+    for size in chunk_sizes(temporal, 0, frames):
+        past = temporal.compress([torch.randn(1, c.in_channels, full, full, device=device)] * done)
         cache = FrameCache()
         with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=CPU_SDPA) as counter:
             for count, k in zip(per_stage, reversed(range(stages))):
-                present = torch.randn(1, c.in_channels, full >> k, full >> k, device=device)
+                present = torch.randn(1, c.in_channels, size, full >> k, full >> k, device=device)
+                if temporal.chunk == 1:
+                    present = present[:, :, 0]
                 for _ in range(count):
-                    model([*past, present], torch.zeros(1, n + 1, device=device), text,
+                    model([*past, present], torch.zeros(1, len(past) + size, device=device), text,
                           encoder_attention_mask=mask, frame_cache=cache)  # fmt: skip
         total += counter.get_total_flops()
+        done += size
     return total
 
 
@@ -130,12 +133,17 @@ def main() -> None:
     raw["demo"] = {"gflops_per_forward": {s: f / 1e9 for s, f in demo_flops.items()}, "seconds": demo_times}
     for k in (2, 3):
         rows.append(compare("demo (64 px)", demo_flops, demo_times, 16, k, args.steps, frames, 2))
-    # the temporal pyramid: frame by frame, history [1, 2, 4, 4] (config/train_t2v_pyramid.yaml), causal modules
+    # the temporal pyramid: frame by frame, history [1, 2, 4, 4] (config/train_t2v_pyramid.yaml), causal modules;
+    # chunk by chunk (config/demo/t2v_pyramid.yaml: chunks of 9 latent frames counting the history), at the
+    # training length (9 latent frames: one chunk) and twice it (17: the plain model runs the whole clip)
     demo.set_autoregressive(list(HISTORY))
-    for k in (1, 3):
-        ar = autoregressive_flops(demo, 16, frames, 16, "cpu", HISTORY, k, args.steps)
-        plain = args.steps * demo_flops[16]
-        rows.append({"model": "demo, frame by frame", "stages": k, "stage_steps": "+".join(map(str, split_steps(args.steps, k))),
+    long_flops = flops_at(demo, 16, 2 * frames - 1, 16, "cpu")
+    for name, chunk, n, k in (("frame by frame", 1, frames, 1), ("frame by frame", 1, frames, 3),
+                              ("chunk by chunk", frames, frames, 3), ("chunk by chunk, 2x length", frames,
+                              2 * frames - 1, 3)):  # fmt: skip
+        ar = autoregressive_flops(demo, 16, n, 16, "cpu", TemporalPyramid(HISTORY, chunk), k, args.steps)
+        plain = args.steps * (demo_flops[16] if n == frames else long_flops)
+        rows.append({"model": f"demo, {name}", "stages": k, "stage_steps": "+".join(map(str, split_steps(args.steps, k))),
                      "plain_tflops": plain / 1e12, "pyramid_tflops": ar / 1e12, "flops_ratio": ar / plain})  # fmt: skip
     frames = 5  # XL/2: 17 frames through the 4x temporal VAE
 

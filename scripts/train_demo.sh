@@ -6,7 +6,8 @@
 #   EXPORT=0 bash scripts/train_demo.sh   # train and evaluate, leave models/ alone
 #
 # Variables: OUT (work folder, default outputs/demo), DATA / STYLE_DATA (datasets), PYRAMID (1: also train and
-# evaluate EasyAnimate-demo-pyramid, Pyramid Flow's two pyramids, from the same t2i weights), LAUNCH (default python;
+# evaluate EasyAnimate-demo-pyramid, Pyramid Flow's two pyramids, from the same t2i weights; PYRAMID_BOUNDARY: where
+# its motion-word expert hands over, default 0.9), LAUNCH (default python;
 # "accelerate launch" on GPU machines), EXPORT (1: write models/), GUIDANCE (the evaluation's CFG scale, default 4:
 # the model's recommended one, see its card), EVAL_ARGS (extra arguments for the evaluation),
 # ARGS (key=value overrides for every DiT stage, e.g. ARGS="optimization.max_steps=2" for a smoke run),
@@ -111,15 +112,22 @@ stage eval $PY -m easyanimate.eval demo --model "$OUT/experts" --inpaint-model "
     --lora "$OUT/lora/lora.safetensors" --train-metadata "$DATA/metadata.json" \
     --output "$OUT/eval" --num-prompts 100 --num-i2v 30 --num-lora 20 --guidance-scale "$GUIDANCE" $EVAL_ARGS
 
-# 8b. Pyramid Flow beside it (PYRAMID=1): the same data and t2i weights, the t2v stage with both pyramids
-#     (config/demo/t2v_pyramid.yaml), evaluated the same way
+# 8b. Pyramid Flow beside it (PYRAMID=1): the same data, t2i weights and stages as the plain model, with both
+#     pyramids: t2v (config/demo/t2v_pyramid.yaml), motion words at the coarsest stage only
+#     (config/demo/t2v_motion_pyramid.yaml), the two joined as experts, evaluated the same way
 if [ "$PYRAMID" = 1 ]; then
     stage t2v_pyramid env "${common[@]}" MODEL_NAME="$OUT/t2i/pipeline" OUTPUT_DIR="$OUT/t2v_pyramid" \
         CONFIG=config/demo/t2v_pyramid.yaml sh scripts/train_t2v.sh data.latent_cache="$OUT/cache/t2v" $ARGS
+    stage t2v_motion_pyramid env DATASET_NAME="$MOTION_DATA" LAUNCH="$LAUNCH" \
+        MODEL_NAME="$OUT/t2v_pyramid/pipeline" OUTPUT_DIR="$OUT/t2v_motion_pyramid" \
+        CONFIG=config/demo/t2v_motion_pyramid.yaml sh scripts/train_t2v.sh data.latent_cache="$OUT/cache/motion" \
+        $ARGS
+    stage experts_pyramid $PY scripts/make_experts.py --high "$OUT/t2v_motion_pyramid/pipeline" \
+        --low "$OUT/t2v_pyramid/pipeline" --boundary "${PYRAMID_BOUNDARY:-0.9}" --output "$OUT/experts_pyramid"
     # shellcheck disable=SC2086
-    stage eval_pyramid $PY -m easyanimate.eval demo --model "$OUT/t2v_pyramid/pipeline" \
+    stage eval_pyramid $PY -m easyanimate.eval demo --model "$OUT/experts_pyramid" \
         --train-metadata "$DATA/metadata.json" --output "$OUT/eval_pyramid" --num-prompts 100 --num-i2v 30 \
-        --num-lora 0 $EVAL_ARGS
+        --num-lora 0 --guidance-scale "$GUIDANCE" $EVAL_ARGS
 fi
 
 # 9. export fp16 weights where the CLIs and the web UI look for them
@@ -135,7 +143,7 @@ if [ "$EXPORT" = 1 ]; then
     if [ "$PYRAMID" = 1 ]; then
         pcard=models/Diffusion_Transformer/EasyAnimate-demo-pyramid/README.md
         [ ! -f "$pcard" ] || cp "$pcard" "$OUT/pyramid_card.md"
-        $PY scripts/convert_fp16.py "$OUT/t2v_pyramid/pipeline" models/Diffusion_Transformer/EasyAnimate-demo-pyramid
+        $PY scripts/convert_fp16.py "$OUT/experts_pyramid" models/Diffusion_Transformer/EasyAnimate-demo-pyramid
         cp "$OUT/eval_pyramid/results.json" models/Diffusion_Transformer/EasyAnimate-demo-pyramid/eval_results.json
         [ ! -f "$OUT/pyramid_card.md" ] || cp "$OUT/pyramid_card.md" "$pcard"
     fi

@@ -269,3 +269,135 @@ def test_trainer_and_latent_cache_share_the_size_factor(tmp_path):
     ).save_pretrained(folder)
     assert factor(f"model.transformer={folder}", "objective.pyramid_stages=2") == 2
     assert factor(f"model.transformer={folder}", "objective.pyramid_stages=3") == 4
+
+
+@pytest.mark.parametrize("mode", ["vanilla", "hybrid"])
+def test_a_chunk_after_a_cached_history_equals_the_whole_list(mode):
+    """Several present frames denoised together (a chunk, 5D last entry): with no history they are the whole
+    clip; after a cached history, the same predictions as the whole list run each time; causal among themselves."""
+    from easyanimate.models.frame_sequence import FrameCache
+
+    model = tiny(mode, use_long_skips=True)
+    x, _, text, mask = inputs(f=5, size=16)
+    t = torch.zeros(2, 5)
+    t[:, 2:] = 600.0
+    with torch.no_grad():
+        whole = model(x, t, text, encoder_attention_mask=mask).sample
+        first = model([x], t, text, encoder_attention_mask=mask).sample  # a chunk alone = the whole clip
+        history = [torch.nn.functional.avg_pool2d(x[:, :, 0], 2), x[:, :, 1]]
+        ref = model([*history, x[:, :, 2:]], t, text, encoder_attention_mask=mask).sample
+        cache = FrameCache()
+        got = model([*history, x[:, :, 2:]], t, text, encoder_attention_mask=mask, frame_cache=cache).sample
+        again = model([*history, x[:, :, 2:]], t, text, encoder_attention_mask=mask, frame_cache=cache).sample
+        moved = x[:, :, 2:].clone()
+        moved[:, :, -1] += 1.0
+        later = model([*history, moved], t, text, encoder_attention_mask=mask, frame_cache=cache).sample
+    assert first.shape == whole.shape and torch.allclose(first, whole, atol=1e-5)
+    assert got.shape == (2, 4, 3, 16, 16)
+    assert torch.allclose(got, ref, atol=1e-5) and torch.allclose(again, ref, atol=1e-5)
+    assert torch.allclose(
+        later[:, :, :2], got[:, :, :2], atol=1e-5
+    )  # earlier present frames do not look ahead
+    assert not torch.allclose(later[:, :, 2], got[:, :, 2], atol=1e-3)
+
+
+def test_chunked_objective_trains_whole_clips_and_continuations():
+    """`autoregressive_chunk` C: the first chunk (no history, the whole clip here) half the time, otherwise a
+    chunk of max(1, C - history) frames after the compressed history; one noise level per chunk."""
+    from easyanimate.diffusion.objectives import Objective
+    from easyanimate.diffusion.pyramid import PyramidSchedule
+    from easyanimate.diffusion.temporal_pyramid import TemporalPyramid, temporal_pyramid_of
+
+    temporal = TemporalPyramid((1, 2), chunk=5)
+    assert [temporal.present_count(d) for d in range(5)] == [5, 4, 3, 3, 3]
+    assert temporal_pyramid_of({"autoregressive_history": [1, 2], "autoregressive_chunk": 5}) == temporal
+    with pytest.raises(ValueError, match="at least 1"):
+        TemporalPyramid((1,), chunk=0)
+    x0 = torch.randn(2, 4, 5, 16, 16)
+    objective = Objective("flow", pyramid=PyramidSchedule(2)).autoregressive(temporal)
+    gen = torch.Generator().manual_seed(0)
+    whole, seen = 0, set()
+    for _ in range(60):
+        batch = objective.noise(x0, torch.randn_like(x0), gen)
+        *history, present = batch.model_input
+        n = present.shape[2]
+        assert present.ndim == 5 and batch.target.shape == present.shape
+        assert n == min(temporal.present_count(len(history)), 5 - len(history)) or len(history) == 2
+        assert batch.timesteps.shape == (2, len(history) + n)
+        assert (batch.timesteps[:, : len(history)] == 0).all()
+        assert (batch.timesteps[:, len(history) :] == batch.timesteps[:, -1:]).all()
+        whole += not history
+        seen.add(len(history))
+    assert 20 < whole < 45 and seen == {0, 1, 2}
+    # fixed-level noising (caption sensitivity): a clip that fits one chunk is the first chunk
+    fixed = objective.noise_fixed(x0, torch.randn_like(x0), 0.9)
+    assert len(fixed.model_input) == 1 and fixed.model_input[0].shape[2] == 5
+
+
+def test_pipeline_generates_chunk_by_chunk_with_two_experts(tmp_path):
+    """A chunked model (chunk 3, window 2): the first 3 latent frames together, then one at a time after the
+    history; joined as two experts, each step runs the expert for its level with its own history cache."""
+    import numpy as np
+    from conftest import make_pipeline
+
+    from easyanimate.pipeline import EasyAnimatePipeline
+    from easyanimate.pipeline.experts import make_experts
+
+    folder = make_pipeline(tmp_path / "flow", sampler="Flow", prediction_type="flow")
+    pipe = EasyAnimatePipeline.from_pretrained(folder)
+    pipe.transformer.set_autoregressive([1, 2], chunk=3)
+    pipe.save_pretrained(tmp_path / "ar")
+    pipe = EasyAnimatePipeline.from_pretrained(tmp_path / "ar")
+    assert pipe.temporal_pyramid.chunk == 3
+    with torch.no_grad():
+        for p in pipe.transformer.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    pipe.save_pretrained(tmp_path / "ar2")
+    make_experts(str(tmp_path / "ar"), str(tmp_path / "ar2"), 0.5, str(tmp_path / "joined"))
+    pipe = EasyAnimatePipeline.from_pretrained(tmp_path / "joined")
+    pipe.set_progress_bar_config(disable=True)
+    calls = []
+    for name in ("transformer", "transformer_2"):
+        getattr(pipe, name).register_forward_pre_hook(
+            lambda m, a, name=name: calls.append((name, len(a[0]), tuple(a[0][-1].shape), float(a[1][0, -1])))
+        )
+    frames = 1 + 4 * pipe.vae.temporal_compression_ratio  # 5 latent frames: chunks of 3, 1, 1
+    out = pipe("a red circle moving left", num_frames=frames, height=32, width=32, num_inference_steps=2,
+               generator=torch.Generator().manual_seed(0)).frames  # fmt: skip
+    assert out.shape == (1, frames, 32, 32, 3) and np.isfinite(out).all()
+    assert [(n, shape[2] if len(shape) == 5 else 1) for _, n, shape, _ in calls] == [(1, 3)] * 2 + [
+        (3, 1)
+    ] * 4
+    assert all((who == "transformer") == (t >= 500) for who, _, _, t in calls), calls
+    assert {who for who, *_ in calls} == {"transformer", "transformer_2"}
+    with pytest.raises(ValueError, match="must generate the same way"):
+        plain = make_pipeline(tmp_path / "plain", sampler="Flow", prediction_type="flow")
+        make_experts(plain, str(tmp_path / "ar2"), 0.5, str(tmp_path / "bad"))
+
+
+def test_pyramid_stage_weights_pick_the_stages_training_draws():
+    """`objective.pyramid_stage_weights`: [0, 0, 1] trains only the coarsest stage (a high-noise expert's run);
+    bad weights are refused in one line naming the key."""
+    from easyanimate.config import load_config
+    from easyanimate.training.config import TrainConfig
+
+    def objective(*overrides):
+        return load_config(
+            TrainConfig, None, ["objective.kind=flow", "objective.pyramid_stages=3", *overrides]
+        )
+
+    coarse = objective("objective.pyramid_stage_weights=[0, 0, 1]").objective.build()
+    uniform = objective().objective.build()
+    x0 = torch.randn(2, 4, 16, 16)
+    gen = torch.Generator().manual_seed(0)
+    sizes = {coarse.noise(x0, torch.randn_like(x0), gen).model_input.shape[-1] for _ in range(20)}
+    levels = torch.cat([coarse.noise(x0, torch.randn_like(x0), gen).timesteps for _ in range(20)])
+    assert sizes == {4} and levels.min() >= 1000 * 2 / 3 - 1e-3
+    assert {uniform.noise(x0, torch.randn_like(x0), gen).model_input.shape[-1] for _ in range(30)} == {
+        4,
+        8,
+        16,
+    }
+    for bad in ("[1, 1]", "[0, 0, 0]", "[1, -1, 1]"):
+        with pytest.raises(ValueError, match="pyramid_stage_weights must be 3 non-negative"):
+            objective(f"objective.pyramid_stage_weights={bad}")

@@ -62,7 +62,7 @@ def test_every_shipped_training_config_loads():
     paths = glob.glob(os.path.join(ROOT, "config", "train_*.yaml"))
     paths += [
         os.path.join(ROOT, "config", "demo", f"{n}.yaml")
-        for n in ("t2i", "t2v", "t2v_pyramid", "inpaint", "lora")
+        for n in ("t2i", "t2v", "t2v_motion", "t2v_pyramid", "t2v_motion_pyramid", "inpaint", "lora")
     ]
     assert len(paths) >= 10
     for path in paths:
@@ -71,3 +71,4 @@ def test_every_shipped_training_config_loads():
     pyramid = load_config(TrainConfig, os.path.join(ROOT, "config", "demo", "t2v_pyramid.yaml"), [])
     assert pyramid.objective.pyramid().stages == 3
     assert pyramid.model.transformer_options["autoregressive_history"] == [1, 2, 4, 4]
+    assert pyramid.model.transformer_options["autoregressive_chunk"] == 9  # a 17-frame clip's latent frames

@@ -154,9 +154,13 @@ def test_demo_evaluation_without_reference_clips(tmp_path):
     from easyanimate.eval.demo import evaluate_demo
 
     results = evaluate_demo(
-        DEMO, output=str(tmp_path), inpaint_model=DEMO_INP, num_prompts=1, num_i2v=0, num_lora=0, steps=1
-    )
+        DEMO, output=str(tmp_path), inpaint_model=DEMO_INP, num_prompts=1, num_i2v=0, num_lora=0, steps=1,
+        num_long=1, num_frames=9,
+    )  # fmt: skip
     assert results["t2v"]["n"] == 1 and "vae" not in results and "i2v" not in results
+    # --num-long: twice the length, scored like text-to-video
+    assert results["long"]["n"] == 1 and results["long"]["num_frames"] == 17
+    assert read_frames(str(tmp_path / "long" / "0000.mp4")).shape[0] == 17
 
 
 def test_demo_pyramid_model_loads_and_generates_frame_by_frame():

@@ -50,15 +50,38 @@ def test_diffusion_pipeline_loads_our_folder(folder, pipe):
     assert half.transformer.dtype == torch.bfloat16 and half.vae.dtype == torch.bfloat16
 
 
-def test_a_foreign_entry_module_is_not_trusted(tmp_path, folder):
-    """Our from_pretrained trusts the entry module only when it is exactly ours."""
+def test_our_from_pretrained_never_imports_the_folder_module(tmp_path, folder):
+    """Our class loads a folder without importing its entry module (diffusers would copy it into its module
+    cache first: two processes loading one folder at once raced on that copy), so a changed module never runs;
+    diffusers' DiffusionPipeline still refuses it without trust_remote_code."""
     import shutil
+    import subprocess
+    import sys
 
     copy = tmp_path / "copy"
     shutil.copytree(folder, copy)
-    (copy / "easyanimate_pipeline.py").write_text("import os  # anything else\n")
+    marker = tmp_path / "ran"
+    (copy / "easyanimate_pipeline.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    assert isinstance(EasyAnimatePipeline.from_pretrained(str(copy)), EasyAnimatePipeline)
+    assert not marker.exists()
     with pytest.raises(ValueError, match="trust_remote_code"):
-        EasyAnimatePipeline.from_pretrained(str(copy))
+        DiffusionPipeline.from_pretrained(str(copy))
+    # two processes loading one folder at the same moment, with a fresh module cache each time
+    code = (
+        "import sys; from easyanimate.pipeline import EasyAnimatePipeline as P; "
+        "assert isinstance(P.from_pretrained(sys.argv[1]), P)"
+    )
+    for attempt in range(3):
+        env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / f"modules{attempt}"), "OMP_NUM_THREADS": "1"}
+        procs = [
+            subprocess.Popen([sys.executable, "-c", code, folder], env=env, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
+        for proc in procs:
+            assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
+        assert not (
+            tmp_path / f"modules{attempt}" / "diffusers_modules" / "local" / "easyanimate_pipeline.py"
+        ).exists()
 
 
 def test_prompt_embeds_and_masks_equal_prompts(pipe):

@@ -75,9 +75,11 @@ class NoisedBatch:
 
 
 def _after(history: list[torch.Tensor], present: NoisedBatch) -> NoisedBatch:
-    """A noised present frame after its clean history: the frame list and per-frame levels (history at 0)."""
-    levels = torch.zeros(present.target.shape[0], len(history) + 1, device=present.target.device)
-    levels[:, -1] = present.timesteps.float()
+    """A noised present frame (or a chunk of frames, 5D) after its clean history: the frame list and per-frame
+    levels (history at 0)."""
+    n = present.target.shape[2] if present.target.ndim == 5 else 1
+    levels = torch.zeros(present.target.shape[0], len(history) + n, device=present.target.device)
+    levels[:, len(history) :] = present.timesteps.float()[:, None]
     return NoisedBatch([*history, present.model_input], levels, present.target, present.weight)
 
 
@@ -91,6 +93,7 @@ class Objective:
         time_sampling: str = "logit_normal",
         token_shift: TokenShift | None = None,
         pyramid: PyramidSchedule | None = None,
+        stage_weights: list[float] | None = None,
     ):
         if kind not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {kind!r}")
@@ -104,6 +107,9 @@ class Objective:
             )
         self.kind, self.snr_gamma, self.flow_shift = kind, snr_gamma, flow_shift
         self.pyramid = pyramid
+        if stage_weights is not None and (pyramid is None or len(stage_weights) != pyramid.stages):
+            raise ValueError("stage_weights needs a pyramid and one weight per stage")
+        self.stage_weights = None if stage_weights is None else torch.tensor(stage_weights, dtype=torch.float)
         self.temporal: TemporalPyramid | None = None  # set by `autoregressive` for frame-by-frame models
         self.time_sampling, self.token_shift = time_sampling, token_shift
         self.zero_terminal_snr = zero_terminal_snr
@@ -176,11 +182,13 @@ class Objective:
     ) -> NoisedBatch:
         """Noised at random levels: for flow drawn by `time_sampling` then shifted (by the token count's shift
         when one is set: `tokens` per sample); uniform timesteps otherwise. An autoregressive objective noises one
-        random frame of each clip and gives the clean, compressed frames before it as history (level 0)."""
+        random frame (or chunk) of each clip and gives the clean, compressed frames before it as history (level 0)."""
         if self.temporal is not None and x0.ndim == 5:
             history, present, i = self.temporal.training_split(x0, generator)
-            frame_tokens = None if tokens is None else tokens // x0.shape[2]
-            return _after(history, self._noise_one(present, noise[:, :, i], generator, frame_tokens))
+            n = present.shape[2] if present.ndim == 5 else 1
+            frame_tokens = None if tokens is None else tokens // x0.shape[2] * n
+            present_noise = noise[:, :, i : i + n] if present.ndim == 5 else noise[:, :, i]
+            return _after(history, self._noise_one(present, present_noise, generator, frame_tokens))
         return self._noise_one(x0, noise, generator, tokens)
 
     def _noise_one(
@@ -201,7 +209,11 @@ class Objective:
         self, x0: torch.Tensor, noise: torch.Tensor, generator: torch.Generator, stage: int | None = None
     ) -> NoisedBatch:
         """Pyramid flow: one stage for the micro-batch (one latent size per forward pass; drawn uniformly unless
-        given), each sample at its own point of the stage's window (`time_sampling`), at the stage's size."""
+        given, or by `stage_weights`), each sample at its own point of the stage's window (`time_sampling`), at the
+        stage's size."""
+        if stage is None and self.stage_weights is not None:
+            weights = self.stage_weights.to(generator.device)
+            stage = int(torch.multinomial(weights, 1, generator=generator))
         if stage is None:
             stage = int(
                 torch.randint(self.pyramid.stages, (1,), generator=generator, device=generator.device)
@@ -219,10 +231,15 @@ class Objective:
     def noise_fixed(self, x0: torch.Tensor, noise: torch.Tensor, level: float) -> NoisedBatch:
         """Noised at one given level the way this objective trains: a spatial pyramid at the coarsest stage whose
         window holds `level`; frame by frame, the last frame after its clean compressed history (evaluation at
-        fixed levels, e.g. caption sensitivity)."""
+        fixed levels, e.g. caption sensitivity); with chunks, a clip that fits one chunk is its first chunk."""
         if self.temporal is not None and x0.ndim == 5:
+            if 1 < x0.shape[2] <= self.temporal.chunk:
+                return _after([], self._noise_fixed_one(x0, noise, level))
             history = self.temporal.compress(list(x0[:, :, :-1].unbind(2)))
-            return _after(history, self.noise_fixed(x0[:, :, -1], noise[:, :, -1], level))
+            return _after(history, self._noise_fixed_one(x0[:, :, -1], noise[:, :, -1], level))
+        return self._noise_fixed_one(x0, noise, level)
+
+    def _noise_fixed_one(self, x0: torch.Tensor, noise: torch.Tensor, level: float) -> NoisedBatch:
         if self.pyramid is None:
             return self.noise_at(x0, noise, level)
         pyr = self.pyramid

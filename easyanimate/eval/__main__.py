@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--num-prompts", type=int, default=120)
     d.add_argument("--num-i2v", type=int, default=40)
     d.add_argument("--num-lora", type=int, default=30)
+    d.add_argument(
+        "--num-long",
+        type=int,
+        default=0,
+        help="prompts generated at twice the length (33 frames: an autoregressive model continues past its clips)",
+    )
     d.add_argument("--steps", type=int, default=25)
     d.add_argument("--guidance-scale", type=float, default=6.0)
     d.add_argument("--seed", type=int, default=10_000, help="first generation seed (training never uses it)")
@@ -139,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                 num_prompts=args.num_prompts,
                 num_i2v=args.num_i2v,
                 num_lora=args.num_lora,
+                num_long=args.num_long,
                 steps=args.steps,
                 guidance_scale=args.guidance_scale,
                 seed=args.seed,

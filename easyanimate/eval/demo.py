@@ -88,6 +88,7 @@ def evaluate_demo(
     num_prompts: int = 120,
     num_i2v: int = 40,
     num_lora: int = 30,
+    num_long: int = 0,
     steps: int = 25,
     guidance_scale: float = 6.0,
     num_frames: int = 17,
@@ -126,6 +127,20 @@ def evaluate_demo(
         "seconds_per_video": seconds,
         **(_split_accuracy(t2v["per_video"], seen) if seen else {}),
     }
+
+    # videos of twice the length (the first `num_long` prompts, same seeds): does the model keep going?
+    if num_long:
+        long_dir = os.path.join(output, "long")
+        long_gen = {**gen, "frames": 2 * num_frames - 1}
+        for i, prompt in enumerate(tqdm(prompts[:num_long], desc="long")):
+            frames = _generate(pipe, prompt, seed + i, **long_gen)
+            _save(frames, long_dir, f"{i:04d}", {"prompt": prompt, "seed": seed + i})
+        long = evaluate_folder(long_dir, shapes=True, progress=False)
+        results["long"] = {
+            **long["shapes"],
+            "num_frames": long_gen["frames"],
+            "temporal_consistency": long["temporal_consistency"],
+        }
 
     # the VAE on new clips, and those clips' first frames for image-to-video
     ref_dir = os.path.join(output, "reference")

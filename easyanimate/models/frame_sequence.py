@@ -10,7 +10,8 @@ full-size block sits). The motion modules attend across frames:
   one size computes exactly what the whole-clip forward computes;
 - full kind (all tokens of all frames): the frames' tokens are simply concatenated, whatever their sizes.
 
-Only the last frame's prediction is returned: the frame being generated (or trained).
+Only the last frame's prediction is returned: the frame being generated (or trained). A chunk of frames denoised
+together (the list's last entry a `(B, C, n, h, w)` tensor, `autoregressive_chunk`) returns those n frames'.
 
 `FrameCache` (sampling): with causal motion modules nothing in the history depends on the present frame, and the
 clean history is the same at every denoising step of that frame. So the history runs through the blocks once;
@@ -134,10 +135,15 @@ def forward_frame_list(
     encoder_attention_mask: torch.Tensor | None = None,
     cache: FrameCache | None = None,
 ) -> torch.Tensor:
-    """`frames`: F latents `(B, C, h_i, w_i)` in time order; `timestep` `(B,)` or `(B, F)`. Returns the last
-    frame's prediction `(B, out_channels, h, w)`. `cache` (sampling, causal modules): the history (all frames
-    but the last) is computed once and reused while it stays the same."""
+    """`frames`: F latents `(B, C, h_i, w_i)` in time order, the last entry possibly a chunk `(B, C, n, h, w)` of
+    n frames; `timestep` `(B,)` or `(B, F)` (F counting a chunk's frames). Returns the last frame's prediction
+    `(B, out_channels, h, w)`, or the chunk's `(B, out_channels, n, h, w)`. `cache` (sampling, causal modules):
+    the history (all frames before the present ones) is computed once and reused while it stays the same."""
     _check(model)
+    chunk = frames[-1].ndim == 5
+    n = frames[-1].shape[2] if chunk else 1
+    if chunk:
+        frames = [*frames[:-1], *frames[-1].unbind(2)]
     p = model.config.patch_size
     b, f = frames[0].shape[0], len(frames)
     dev = frames[0].device
@@ -171,22 +177,23 @@ def forward_frame_list(
         context = model.caption_projection(context).view(b, -1, tokens[0].shape[-1])
     mask = text_mask_bias(encoder_attention_mask, dtype)
 
-    if cache is None or f == 1:
-        last = _run_blocks(model, tokens, sizes, t_mod, context, mask, (H, W))[-1]
+    if cache is None or f == n:
+        present = _run_blocks(model, tokens, sizes, t_mod, context, mask, (H, W))[f - n :]
     else:
-        key = (tuple(tuple(x.shape) for x in frames[:-1]), (H, W), tuple(timestep[:, :-1].flatten().tolist()))
+        h = f - n  # history frames
+        key = (tuple(tuple(x.shape) for x in frames[:h]), (H, W), tuple(timestep[:, :h].flatten().tolist()))
         if cache.key != key:  # a new history: run it once, its motion modules keep their attention inputs
             cache.key, cache.modules = key, {}
-            _run_blocks(
-                model, tokens[:-1], sizes[:-1], t_mod[:, :-1], context, mask, (H, W), 0, cache.modules
-            )
+            _run_blocks(model, tokens[:h], sizes[:h], t_mod[:, :h], context, mask, (H, W), 0, cache.modules)
         present = _run_blocks(
-            model, tokens[-1:], sizes[-1:], t_mod[:, -1:], context, mask, (H, W), f - 1, cache.modules
+            model, tokens[h:], sizes[h:], t_mod[:, h:], context, mask, (H, W), h, cache.modules
         )
-        last = present[-1]
 
-    last = model._output_tokens(last, t_emb[:, -1])
-    h, w = sizes[-1]
     c = model.out_channels
-    last = last.reshape(b, h, w, p, p, c).permute(0, 5, 1, 3, 2, 4)
-    return last.reshape(b, c, h * p, w * p)
+    out = []
+    for j, tokens_j in enumerate(present):
+        x = model._output_tokens(tokens_j, t_emb[:, f - n + j])
+        h, w = sizes[f - n + j]
+        x = x.reshape(b, h, w, p, p, c).permute(0, 5, 1, 3, 2, 4)
+        out.append(x.reshape(b, c, h * p, w * p))
+    return torch.stack(out, 2) if chunk else out[-1]

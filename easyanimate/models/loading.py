@@ -43,11 +43,14 @@ def load_transformer(
     # frame-by-frame generation is a behaviour of the motion modules, not a new layout: applied after loading,
     # so a trained t2v model keeps its motion weights when it becomes autoregressive
     history = options.pop("autoregressive_history", None)
+    chunk = options.pop("autoregressive_chunk", None)
     causal = options.pop("motion_causal", None)
     if causal is not None and bool(causal) != (history is not None):
         raise ValueError(
             "motion_causal comes with autoregressive_history (a frame-by-frame model) and not alone"
         )
+    if chunk is not None and history is None:
+        raise ValueError("autoregressive_chunk comes with autoregressive_history (an autoregressive model)")
     if class_name in PIXART_CLASSES:
         model = VideoTransformer3DModel.from_pixart(source, **options)
     else:
@@ -55,7 +58,7 @@ def load_transformer(
         if options:
             model.set_motion_layout(**options)
     if history is not None:
-        model.set_autoregressive(list(history))
+        model.set_autoregressive(list(history), int(chunk or 1))
     return model
 
 

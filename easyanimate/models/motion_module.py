@@ -77,18 +77,19 @@ class MotionModule(nn.Module):
         frame); a filled one lets this call's tokens (the present frame's) attend to them as well as to themselves."""
         pe = sinusoidal_positions(frame_ids, self.dim).to(hidden_states.device, hidden_states.dtype)
         cached = bool(past)  # the history is in `past`: these tokens come after all of it
-        mask = None
-        if self.causal and not cached:  # additive: -inf where the key's frame comes after the query's
-            later = frame_ids[None, :] > frame_ids[:, None]
+        mask = later = None
+        if self.causal:
+            later = (frame_ids[None, :] > frame_ids[:, None]).to(hidden_states.device)
+        if later is not None and not cached:  # additive: -inf where the key's frame comes after the query's
             mask = torch.zeros(later.shape, dtype=hidden_states.dtype, device=hidden_states.device)
-            mask = mask.masked_fill(later.to(mask.device), float("-inf"))[None].expand(
-                len(hidden_states), -1, -1
-            )
+            mask = mask.masked_fill(later, float("-inf"))[None].expand(len(hidden_states), -1, -1)
+        # after a cached history, several present frames (a chunk) see the whole history and their own past
+        present_later = later if cached and later is not None and bool(later.any()) else None
         h = self.proj_in(self.norm_in(hidden_states))
         for a, (norm, attn) in enumerate(zip(self.attn_norms, self.attentions)):
             q = norm(h) + pe
             if cached:
-                h = h + _attend_after(attn, q, *past[a])
+                h = h + _attend_after(attn, q, *past[a], present_later)
             else:
                 if past is not None:  # the history's keys and values, projected once
                     past.append((attn.to_k(q), attn.to_v(q)))
@@ -102,14 +103,22 @@ class MotionModule(nn.Module):
 
 
 def _attend_after(
-    attn: Attention, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor
+    attn: Attention,
+    x: torch.Tensor,
+    past_k: torch.Tensor,
+    past_v: torch.Tensor,
+    later: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`attn` (diffusers self-attention, default options) for tokens `x` that also see earlier tokens whose keys
-    and values are `past_k`, `past_v`: what `attn(cat(past, x))` gives for `x`, without re-projecting the past."""
+    and values are `past_k`, `past_v`: what `attn(cat(past, x))` gives for `x`, without re-projecting the past.
+    `later` `(n, n)`: True where a key among `x` comes after the query (causal within `x`)."""
     b, n, _ = x.shape
     heads = attn.heads
     k = torch.cat([past_k, attn.to_k(x)], 1)
     v = torch.cat([past_v, attn.to_v(x)], 1)
     q, k, v = (t.view(b, t.shape[1], heads, -1).transpose(1, 2) for t in (attn.to_q(x), k, v))
-    out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, -1)
+    allowed = None
+    if later is not None:  # True = may attend: all of the past, the present's own past
+        allowed = torch.cat([later.new_ones(n, past_k.shape[1]), ~later], 1)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed).transpose(1, 2).reshape(b, n, -1)
     return attn.to_out[1](attn.to_out[0](out))

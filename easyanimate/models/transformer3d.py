@@ -120,6 +120,7 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         motion_text_attention: bool = False,
         motion_causal: bool = False,
         autoregressive_history: list[int] | None = None,
+        autoregressive_chunk: int = 1,
     ):
         super().__init__()
         inner_dim = num_attention_heads * attention_head_dim
@@ -204,18 +205,22 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
             )
         self.set_motion_adapter(MotionAdapter.for_transformer(self.config, **layout))
 
-    def set_autoregressive(self, history: list[int] | None) -> None:
+    def set_autoregressive(self, history: list[int] | None, chunk: int = 1) -> None:
         """Make this model generate frame by frame (`history`: the compression factor of each earlier latent frame
         it sees, by distance: [1, 2, 4, 4] sees 4 frames, the last at full size, the oldest two at 1/4; None:
-        back to whole clips). The motion modules become
-        causal in time and keep their weights; the choice is recorded in the config, so the saved model's
-        pipeline samples the same way."""
+        back to whole clips), or chunk by chunk (`chunk`: latent frames denoised together, history included; see
+        `diffusion/temporal_pyramid.py`). The motion modules become causal in time and keep their weights; the
+        choice is recorded in the config, so the saved model's pipeline samples the same way."""
         causal = history is not None
         if causal:
             check_history(history, True, self.motion_kinds)
+        if chunk < 1:
+            raise ValueError(f"autoregressive_chunk must be at least 1, got {chunk}")
         self.motion_modules.set_causal(causal)
         self.register_to_config(
-            motion_causal=causal, autoregressive_history=list(history) if causal else None
+            motion_causal=causal,
+            autoregressive_history=list(history) if causal else None,
+            autoregressive_chunk=int(chunk) if causal else 1,
         )
 
     def set_motion_adapter(self, adapter: MotionAdapter) -> None:
@@ -299,9 +304,18 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
 
         `timestep` `(B, F)`: a noise level per frame (autoregressive models: clean history, noisy present).
         `hidden_states` as a list of per-frame latents `(B, C, h_i, w_i)` of any sizes (an autoregressive model's
-        compressed history, then the frame being generated): returns the last frame's prediction (see
-        `frame_sequence.py`; `frame_cache`, a `FrameCache`, computes an unchanged history once while sampling).
+        compressed history, then the frame being generated): returns the last frame's prediction; a list ending
+        in a chunk `(B, C, n, h, w)` returns the chunk's (see `frame_sequence.py`; `frame_cache`, a `FrameCache`,
+        computes an unchanged history once while sampling).
         """
+        if (
+            isinstance(hidden_states, (list, tuple))
+            and len(hidden_states) == 1
+            and hidden_states[0].ndim == 5
+        ):
+            hidden_states = hidden_states[
+                0
+            ]  # a chunk without history is a whole clip: the same, without the list
         if isinstance(hidden_states, (list, tuple)):
             from .frame_sequence import forward_frame_list
 

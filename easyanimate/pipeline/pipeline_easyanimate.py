@@ -40,7 +40,7 @@ from .conditioning import (
     load_video,
     upstream_inpaint_latents,
 )
-from .custom_entry import has_our_entry, write_entry
+from .custom_entry import entry_class_name, write_entry
 from .lora_loader import EasyAnimateLoraLoaderMixin
 
 logger = logging.getLogger(__name__)
@@ -78,9 +78,9 @@ def check_experts(transformer, transformer_2, boundary_ratio: float | None) -> N
     differ = {k: v for k, v in differ.items() if v[0] != v[1]}
     if differ:
         raise ValueError(f"transformer and transformer_2 must take the same inputs; they differ in {differ}")
-    if transformer.config.get("autoregressive_history") or transformer_2.config.get("autoregressive_history"):
+    if temporal_pyramid_of(transformer.config) != temporal_pyramid_of(transformer_2.config):
         raise ValueError(
-            "two experts are for models sampled in one pass, not frame-by-frame (autoregressive) ones"
+            "two experts must generate the same way: their autoregressive_history / autoregressive_chunk differ"
         )
 
 
@@ -130,15 +130,22 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        """A pipeline folder; `dtype=` for the weights' dtype. A folder we saved names our class through its
-        entry module (see `custom_entry.py`): importing it runs only the import of this class, so it is trusted
-        when its text is exactly ours."""
+        """A pipeline folder; `dtype=` for the weights' dtype. The folder's entry module (`custom_entry.py`, for
+        diffusers' `DiffusionPipeline`) is never imported here: this class is the one it names (`load_config`)."""
         require_local(pretrained_model_name_or_path, kwargs, "pipeline")
-        folder = str(pretrained_model_name_or_path)
-        check_complete(folder, given=kwargs)
-        if kwargs.get("custom_pipeline") is None and has_our_entry(folder):
-            kwargs.setdefault("trust_remote_code", True)
+        check_complete(str(pretrained_model_name_or_path), given=kwargs)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        """diffusers' `load_config`, with our own `[module, class]` class name read as this class: diffusers would
+        otherwise import the folder's entry module through its module cache, copying the file there, which two
+        processes loading one folder at once raced on ("module ... has no attribute 'EasyAnimatePipeline'")."""
+        out = super().load_config(*args, **kwargs)
+        config = out[0] if isinstance(out, tuple) else out
+        if list(config.get("_class_name") or []) == entry_class_name(cls.__name__):
+            config["_class_name"] = cls.__name__
+        return out
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
         super().save_pretrained(save_directory, *args, **kwargs)

@@ -59,6 +59,9 @@ class ObjectiveConfig:
     pyramid_boundaries: list[float] | None = (
         None  # pyramid: where stages 1..K-1 end (noise levels); None: k/K
     )
+    # pyramid: how often training draws each stage k = 0..K-1 (0: full size, K-1: the coarsest, the noisiest);
+    # None: uniformly. E.g. [0, 0, 1] trains only the coarsest stage (a high-noise expert)
+    pyramid_stage_weights: list[float] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in OBJECTIVES:
@@ -90,6 +93,14 @@ class ObjectiveConfig:
                 self.pyramid()
             except ValueError as err:
                 raise ValueError(f"objective: {err}") from None
+        weights = self.pyramid_stage_weights
+        if weights is not None and (
+            len(weights) != self.pyramid_stages or min(weights) < 0 or not sum(weights) > 0
+        ):
+            raise ValueError(
+                f"objective.pyramid_stage_weights must be {self.pyramid_stages} non-negative numbers (one per "
+                f"pyramid stage) with a positive sum, got {weights}"
+            )
 
     def size_factor(self) -> int:
         """How many times smaller than full size the coarsest stage is (1 without a pyramid): bucket sizes must be
@@ -119,6 +130,7 @@ class ObjectiveConfig:
             time_sampling=self.time_sampling,
             token_shift=token_shift,
             pyramid=self.pyramid(),
+            stage_weights=self.pyramid_stage_weights,
         )
 
 
