@@ -69,6 +69,6 @@ def test_every_shipped_training_config_loads():
         cfg = load_config(TrainConfig, path, [])
         assert cfg.mode in ("t2i", "t2v", "lora", "motion_lora", "inpaint"), path
     pyramid = load_config(TrainConfig, os.path.join(ROOT, "config", "demo", "t2v_pyramid.yaml"), [])
-    assert pyramid.objective.pyramid().stages == 3
+    assert pyramid.objective.pyramid().stages == 2
     assert pyramid.model.transformer_options["autoregressive_history"] == [1, 2, 4, 4]
     assert pyramid.model.transformer_options["autoregressive_chunk"] == 9  # a 17-frame clip's latent frames

@@ -152,6 +152,27 @@ def test_config_keys_build_the_pyramid():
         ObjectiveConfig(kind="flow", pyramid_stages=3, pyramid_boundaries=[0.5])
     with pytest.raises(ValueError, match="inpaint training"):
         TrainConfig(mode="inpaint", objective=ObjectiveConfig(kind="flow", pyramid_stages=2))
+    with pytest.raises(ValueError, match="pyramid_stage_steps must be 2 positive"):
+        ObjectiveConfig(kind="flow", pyramid_stages=2, pyramid_stage_steps=[25])
+
+
+def test_a_saved_default_split_serves_any_step_count(tmp_path):
+    """`objective.pyramid_stage_steps` [17, 8] is saved with the sampler: 25 steps split that way, another count in
+    the same proportions (not silently 25), explicit stage steps still win; without it the split is even."""
+    from easyanimate.training.config import ObjectiveConfig
+
+    sched = ObjectiveConfig(kind="flow", pyramid_stages=2, pyramid_stage_steps=[17, 8]).build().sampler()
+    sched.save_pretrained(tmp_path)
+    sched = PyramidFlowScheduler.from_pretrained(tmp_path)
+    for steps, split in ((25, [17, 8]), (50, [34, 16]), (10, [7, 3]), (2, [1, 1])):
+        sched.set_timesteps(steps)
+        assert sched.stage_steps == split and len(sched.timesteps) == steps
+    sched.set_timesteps(25, stage_steps=[5, 20])
+    assert sched.stage_steps == [5, 20]
+    even = ObjectiveConfig(kind="flow", pyramid_stages=2).build().sampler()
+    even.set_timesteps(25)
+    assert even.stage_steps == [13, 12]
+    assert split_steps(7, 3, [1, 1, 20]) == [1, 1, 5]  # at least one step per stage
 
 
 @pytest.fixture(scope="module")

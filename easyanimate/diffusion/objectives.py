@@ -94,6 +94,7 @@ class Objective:
         token_shift: TokenShift | None = None,
         pyramid: PyramidSchedule | None = None,
         stage_weights: list[float] | None = None,
+        stage_steps: list[int] | None = None,
     ):
         if kind not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {kind!r}")
@@ -110,6 +111,7 @@ class Objective:
         if stage_weights is not None and (pyramid is None or len(stage_weights) != pyramid.stages):
             raise ValueError("stage_weights needs a pyramid and one weight per stage")
         self.stage_weights = None if stage_weights is None else torch.tensor(stage_weights, dtype=torch.float)
+        self.stage_steps = stage_steps  # the saved sampler's default split (see PyramidFlowScheduler)
         self.temporal: TemporalPyramid | None = None  # set by `autoregressive` for frame-by-frame models
         self.time_sampling, self.token_shift = time_sampling, token_shift
         self.zero_terminal_snr = zero_terminal_snr
@@ -147,7 +149,10 @@ class Objective:
         and the saved pipeline use."""
         name = name or self.default_sampler
         if self.pyramid is not None:
-            return get_scheduler(name, "flow", pyramid=self.pyramid)
+            sampler = get_scheduler(name, "flow", pyramid=self.pyramid)
+            if self.stage_steps is not None:
+                sampler.register_to_config(stage_steps=list(self.stage_steps))
+            return sampler
         if self.kind == "flow":
             dynamic = self.token_shift.scheduler_config() if self.token_shift else {}
             return get_scheduler(name, "flow", shift=self.flow_shift, **dynamic)

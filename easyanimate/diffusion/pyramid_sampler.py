@@ -27,14 +27,22 @@ class _Step:
     last_of_stage: bool
 
 
-def split_steps(total: int, stages: int) -> list[int]:
-    """`total` steps over `stages` stages, coarsest first; the remainder goes to the coarse (cheap) stages."""
+def split_steps(total: int, stages: int, shares: list[int] | None = None) -> list[int]:
+    """`total` steps over `stages` stages, coarsest first: evenly, or in proportion to `shares` (a model's default
+    split, e.g. [17, 8]) with at least one step each; the remainder goes to the coarse (cheap) stages."""
     if total < stages:
         raise ValueError(
             f"a {stages}-stage pyramid needs at least {stages} steps (one per stage), got {total}"
         )
-    base, extra = divmod(total, stages)
-    return [base + (1 if i < extra else 0) for i in range(stages)]
+    if shares is None:
+        base, extra = divmod(total, stages)
+        return [base + (1 if i < extra else 0) for i in range(stages)]
+    counts = [max(1, total * s // sum(shares)) for s in shares]
+    for i in range(total - sum(counts)):  # what rounding down left (fewer than `stages`), coarsest first
+        counts[i] += 1
+    while sum(counts) > total:  # the one-step floor took some: from the largest stage
+        counts[counts.index(max(counts))] -= 1
+    return counts
 
 
 class PyramidFlowScheduler(SchedulerMixin, ConfigMixin):
@@ -73,8 +81,14 @@ class PyramidFlowScheduler(SchedulerMixin, ConfigMixin):
         stage_steps: list[int] | None = None,
         **_,
     ) -> None:
-        """`stage_steps` (coarsest stage first) or else the config's, else `num_inference_steps` split evenly."""
-        stage_steps = stage_steps or self.config.stage_steps
+        """`stage_steps` (coarsest stage first), else `num_inference_steps` split as the config's `stage_steps`
+        split theirs (the model's default, e.g. [17, 8]: most steps at the cheap coarse stage), else evenly."""
+        default = self.config.stage_steps
+        if stage_steps is None and default is not None:
+            if num_inference_steps is None or int(num_inference_steps) == sum(default):
+                stage_steps = default
+            else:
+                stage_steps = split_steps(int(num_inference_steps), self.stages, [int(n) for n in default])
         if stage_steps is not None:
             stage_steps = [int(n) for n in stage_steps]
             if len(stage_steps) != self.stages or min(stage_steps) < 1:

@@ -318,7 +318,7 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
     ) -> torch.Tensor:
         """The sampler's timesteps (`strength` < 1: the last part, video-to-video). A flow sampler saved with a
         token-count shift (`use_dynamic_shifting`) shifts for `tokens`, as training did; a pyramid sampler takes
-        `stage_steps` (coarsest stage first) in place of an even split of `steps`."""
+        `stage_steps` (coarsest stage first) in place of the sampler's split of `steps`."""
         if self.pyramid is not None:
             self.scheduler.set_timesteps(steps, device=device, stage_steps=stage_steps)
             return self.scheduler.timesteps
@@ -410,7 +410,7 @@ class EasyAnimatePipeline(DiffusionPipeline, EasyAnimateLoraLoaderMixin):
         alone), so frame 0 comes out as the VAE's reconstruction of it, not the model's regeneration.
         prompt_embeds / negative_prompt_embeds (+ attention masks): text features in place of prompts.
         stage_steps: a spatial-pyramid model's steps per stage, coarsest first (default: num_inference_steps
-        split evenly).
+        split as its sampler's saved `stage_steps`, else evenly).
         callback_on_step_end(pipe, step, timestep, callback_kwargs) after every step, with the tensors named in
         callback_on_step_end_tensor_inputs (default: latents); what it returns replaces them.
         """

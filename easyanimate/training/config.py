@@ -62,6 +62,9 @@ class ObjectiveConfig:
     # pyramid: how often training draws each stage k = 0..K-1 (0: full size, K-1: the coarsest, the noisiest);
     # None: uniformly. E.g. [0, 0, 1] trains only the coarsest stage (a high-noise expert)
     pyramid_stage_weights: list[float] | None = None
+    # pyramid: the saved sampler's default steps per stage, coarsest first (another step count is split in the same
+    # proportions); None: the steps split evenly. E.g. [17, 8]: most of 25 steps at the cheap coarse stage
+    pyramid_stage_steps: list[int] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in OBJECTIVES:
@@ -93,6 +96,12 @@ class ObjectiveConfig:
                 self.pyramid()
             except ValueError as err:
                 raise ValueError(f"objective: {err}") from None
+        steps = self.pyramid_stage_steps
+        if steps is not None and (len(steps) != self.pyramid_stages or min(steps) < 1):
+            raise ValueError(
+                f"objective.pyramid_stage_steps must be {self.pyramid_stages} positive step counts (coarsest "
+                f"stage first), got {steps}"
+            )
         weights = self.pyramid_stage_weights
         if weights is not None and (
             len(weights) != self.pyramid_stages or min(weights) < 0 or not sum(weights) > 0
@@ -131,6 +140,7 @@ class ObjectiveConfig:
             token_shift=token_shift,
             pyramid=self.pyramid(),
             stage_weights=self.pyramid_stage_weights,
+            stage_steps=self.pyramid_stage_steps,
         )
 
 
