@@ -28,6 +28,7 @@ from easyanimate.models.presets import build_transformer  # noqa: E402
 from easyanimate.pipeline.autoregressive import chunk_sizes  # noqa: E402
 
 HISTORY = (1, 2, 4, 4)  # config/train_t2v_pyramid.yaml's autoregressive_history
+SKEWED = [17, 8]  # config/demo/t2v_pyramid.yaml's pyramid_stage_steps: 2 stages, most steps at the coarse one
 CPU_SDPA = {  # torch counts the CUDA SDPA kernels only; map the CPU one to the same formula
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *a, **kw: sdpa_flop_count(
         q, k, v
@@ -63,14 +64,14 @@ def times_at(model, sizes: list[int], frames: int, text_len: int, repeats: int) 
 
 
 def autoregressive_flops(model, full: int, frames: int, text_len: int, device, temporal: TemporalPyramid,
-                         stages: int, steps: int) -> float:  # fmt: skip
+                         per_stage: list[int]) -> float:  # fmt: skip
     """FLOPs of one video generated frame by frame (or chunk by chunk) as the pipeline does it: each chunk's steps
     (split over the spatial stages), its compressed history run once per chunk (`FrameCache`), the present frames
     alone at every step."""
     c = model.config
     text = torch.randn(1, text_len, c.caption_channels, device=device)
     mask = torch.ones(1, text_len, device=device)
-    per_stage = split_steps(steps, stages)
+    stages = len(per_stage)
     total, done = 0, 0
     for size in chunk_sizes(temporal, 0, frames):
         past = temporal.compress([torch.randn(1, c.in_channels, full, full, device=device)] * done)
@@ -88,9 +89,10 @@ def autoregressive_flops(model, full: int, frames: int, text_len: int, device, t
     return total
 
 
-def compare(name: str, flops: dict[int, int], times: dict[int, float] | None, full: int, stages: int, steps: int,
+def compare(name: str, flops: dict[int, int], times: dict[int, float] | None, full: int, per_stage: list[int],
             frames: int, patch: int) -> dict:  # fmt: skip
-    per_stage = split_steps(steps, stages)  # coarsest first
+    """One row: `per_stage` steps (coarsest first) against their total at full size."""
+    stages, steps = len(per_stage), sum(per_stage)
     sizes = [full >> k for k in reversed(range(stages))]
     tokens = {s: frames * (s // patch) ** 2 for s in sizes}
     row = {
@@ -131,19 +133,22 @@ def main() -> None:
     demo_flops = {s: flops_at(demo, s, frames, 16, "cpu") for s in sizes}
     demo_times = times_at(demo, sizes, frames, 16, 2 if args.quick else args.repeats)
     raw["demo"] = {"gflops_per_forward": {s: f / 1e9 for s, f in demo_flops.items()}, "seconds": demo_times}
-    for k in (2, 3):
-        rows.append(compare("demo (64 px)", demo_flops, demo_times, 16, k, args.steps, frames, 2))
+    skewed = split_steps(args.steps, 2, SKEWED)
+    splits = [split_steps(args.steps, 2), skewed, split_steps(args.steps, 3)]
+    for per_stage in splits:
+        rows.append(compare("demo (64 px)", demo_flops, demo_times, 16, per_stage, frames, 2))
     # the temporal pyramid: frame by frame, history [1, 2, 4, 4] (config/train_t2v_pyramid.yaml), causal modules;
     # chunk by chunk (config/demo/t2v_pyramid.yaml: chunks of 9 latent frames counting the history), at the
     # training length (9 latent frames: one chunk) and twice it (17: the plain model runs the whole clip)
     demo.set_autoregressive(list(HISTORY))
     long_flops = flops_at(demo, 16, 2 * frames - 1, 16, "cpu")
-    for name, chunk, n, k in (("frame by frame", 1, frames, 1), ("frame by frame", 1, frames, 3),
-                              ("chunk by chunk", frames, frames, 3), ("chunk by chunk, 2x length", frames,
-                              2 * frames - 1, 3)):  # fmt: skip
-        ar = autoregressive_flops(demo, 16, n, 16, "cpu", TemporalPyramid(HISTORY, chunk), k, args.steps)
-        plain = args.steps * (demo_flops[16] if n == frames else long_flops)
-        rows.append({"model": f"demo, {name}", "stages": k, "stage_steps": "+".join(map(str, split_steps(args.steps, k))),
+    for name, chunk, n, per_stage in (("frame by frame", 1, frames, [args.steps]),
+                                      ("frame by frame", 1, frames, split_steps(args.steps, 3)),
+                                      ("chunk by chunk", frames, frames, skewed),
+                                      ("chunk by chunk, 2x length", frames, 2 * frames - 1, skewed)):  # fmt: skip
+        ar = autoregressive_flops(demo, 16, n, 16, "cpu", TemporalPyramid(HISTORY, chunk), per_stage)
+        plain = sum(per_stage) * (demo_flops[16] if n == frames else long_flops)
+        rows.append({"model": f"demo, {name}", "stages": len(per_stage), "stage_steps": "+".join(map(str, per_stage)),
                      "plain_tflops": plain / 1e12, "pyramid_tflops": ar / 1e12, "flops_ratio": ar / plain})  # fmt: skip
     frames = 5  # XL/2: 17 frames through the 4x temporal VAE
 
@@ -159,13 +164,15 @@ def main() -> None:
         full = args.xl_time_size // 8
         xl_times = times_at(xl, [full, full // 2, full // 4], frames, 120, 1)
         raw["xl"] = {"gflops_per_forward": {s: f / 1e9 for s, f in xl_flops.items()}, "seconds": xl_times}
-        for k in (2, 3):
-            rows.append(compare("XL/2 (512 px)", xl_flops, None, 64, k, args.steps, frames, 2))
-            time_flops = {s: flops_at(xl, s, frames, 120, "cpu") for s in xl_times} if k == 3 else None
+        for per_stage in splits:
+            rows.append(compare("XL/2 (512 px)", xl_flops, None, 64, per_stage, frames, 2))
+            time_flops = (
+                {s: flops_at(xl, s, frames, 120, "cpu") for s in xl_times} if len(per_stage) == 3 else None
+            )
             if time_flops:
                 raw["xl"]["gflops_at_time_size"] = {s: f / 1e9 for s, f in time_flops.items()}
             r = compare(f"XL/2 ({args.xl_time_size} px)", time_flops or {s: 1 for s in xl_times}, xl_times,
-                        full, k, args.steps, frames, 2)  # fmt: skip
+                        full, per_stage, frames, 2)  # fmt: skip
             if not time_flops:
                 for key in ("plain_tflops", "pyramid_tflops", "flops_ratio"):
                     r.pop(key)
