@@ -12,6 +12,8 @@ import shutil
 import torch
 from safetensors.torch import load_file, save_file
 
+from .replace import write_replacing
+
 
 def convert_file(src: str, dst: str) -> tuple[int, int]:
     """One safetensors file; returns (bytes before, bytes after)."""
@@ -23,22 +25,20 @@ def convert_file(src: str, dst: str) -> tuple[int, int]:
 
 def convert_fp16(src: str, dst: str) -> tuple[int, int]:
     """A folder or a file; returns (bytes before, bytes after) of the safetensors converted."""
-    before = after = 0
-    tmp = dst.rstrip("/") + ".tmp"
     if os.path.isfile(src):
-        before, after = convert_file(src, tmp)
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for root, _, files in os.walk(src):
-            out_root = os.path.join(tmp, os.path.relpath(root, src))
-            os.makedirs(out_root, exist_ok=True)
-            for name in files:
-                if name.endswith(".safetensors"):
-                    b, a = convert_file(os.path.join(root, name), os.path.join(out_root, name))
-                    before, after = before + b, after + a
-                else:
-                    shutil.copy2(os.path.join(root, name), os.path.join(out_root, name))
-    if os.path.isdir(dst):
-        shutil.rmtree(dst)
-    os.replace(tmp, dst)
+        return write_replacing(dst, lambda tmp: convert_file(src, tmp))
+    return write_replacing(dst, lambda tmp: _convert_folder(src, tmp))
+
+
+def _convert_folder(src: str, out: str) -> tuple[int, int]:
+    before = after = 0
+    for root, _, files in os.walk(src):
+        out_root = os.path.join(out, os.path.relpath(root, src))
+        os.makedirs(out_root, exist_ok=True)
+        for name in files:
+            if name.endswith(".safetensors"):
+                b, a = convert_file(os.path.join(root, name), os.path.join(out_root, name))
+                before, after = before + b, after + a
+            else:
+                shutil.copy2(os.path.join(root, name), os.path.join(out_root, name))
     return before, after

@@ -10,7 +10,6 @@ whatever its spatial weights. Upstream-compatible layouts live here as further `
 from __future__ import annotations
 
 import os
-import shutil
 from typing import Any
 
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -18,6 +17,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
 
 from .motion_module import MotionModule
+from .replace import write_replacing
 from .upstream_motion import UpstreamMotionModule
 
 # "easyanimate": upstream EasyAnimate v1-v3's module, run inside each block (see upstream_motion.py)
@@ -170,12 +170,7 @@ class MotionAdapter(ModelMixin, ConfigMixin):
         the weights file."""
         if not len(self):
             raise ValueError("this model has no motion modules to save (motion_module_mode='none')")
-        tmp = directory.rstrip("/") + ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.save_pretrained(tmp)
-        if os.path.isdir(directory):
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
+        write_replacing(directory, self.save_pretrained)
         return os.path.join(directory, SAFETENSORS_WEIGHTS_NAME)
 
 

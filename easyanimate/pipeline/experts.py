@@ -12,11 +12,9 @@ before that stage as the low-noise expert keeps both (measured in the demo model
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import torch
 
+from ..models.replace import write_replacing
 from .pipeline_easyanimate import EasyAnimatePipeline
 
 
@@ -42,8 +40,4 @@ def make_experts(high: str, low: str, boundary_ratio: float, output: str) -> Non
         transformer_2=other.transformer,
         boundary_ratio=boundary_ratio,
     )
-    tmp = f"{output.rstrip('/')}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    combined.save_pretrained(tmp)
-    shutil.rmtree(output, ignore_errors=True)
-    os.replace(tmp, output)
+    write_replacing(output, combined.save_pretrained)
