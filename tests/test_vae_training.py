@@ -162,6 +162,12 @@ def test_train_vae_sh_runs_both_stages(tmp_path, shapes_dir):
     for stage in ("stage1", "stage2"):
         assert os.path.isfile(tmp_path / "vae" / stage / "vae" / "config.json")
     assert SliceVAE.from_pretrained(str(tmp_path / "vae" / "stage2" / "vae")).config.latent_channels == 4
+    # STAGE2=0 (the demo recipe's VAE): stage 1 only
+    env = script_env(DATA_ROOT=shapes_dir, OUTPUT_DIR=str(tmp_path / "one"), STAGE2="0", LAUNCH="python")
+    res = run_command(["sh", "scripts/train_vae.sh", *overrides], timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert os.path.isfile(tmp_path / "one" / "stage1" / "vae" / "config.json")
+    assert not (tmp_path / "one" / "stage2").exists()
 
 
 def _fake_vgg16(path) -> str:
