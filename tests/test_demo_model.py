@@ -163,8 +163,9 @@ def test_demo_evaluation_without_reference_clips(tmp_path):
     assert read_frames(str(tmp_path / "long" / "0000.mp4")).shape[0] == 17
 
 
-def test_demo_pyramid_model_loads_and_generates_frame_by_frame():
-    """The shipped Pyramid Flow demo: fp16, its Pyramid sampler and frame-by-frame config, and a short run."""
+def test_demo_pyramid_model_loads_and_generates_chunk_by_chunk():
+    """The shipped Pyramid Flow demo: fp16, two experts, its 2-stage Pyramid sampler (17 + 8 steps by default),
+    chunks of 9 latent frames after a compressed history, and a short run twice the training length."""
     from easyanimate.diffusion.pyramid_sampler import PyramidFlowScheduler
     from easyanimate.pipeline.loading import load_pipeline
 
@@ -173,8 +174,9 @@ def test_demo_pyramid_model_loads_and_generates_frame_by_frame():
         assert {t.dtype for t in load_file(f).values()} == {torch.float16}, f
     pipe = load_pipeline(folder, device="cpu")
     pipe.set_progress_bar_config(disable=True)
-    assert isinstance(pipe.scheduler, PyramidFlowScheduler) and pipe.scheduler.stages == 3
-    assert pipe.temporal_pyramid.history == (1, 2, 4, 4)
-    video = pipe("a red circle moving right on a gray background", num_frames=5, stage_steps=[1, 1, 1],
+    assert isinstance(pipe.scheduler, PyramidFlowScheduler) and pipe.scheduler.stages == 2
+    assert pipe.scheduler.config.stage_steps == [17, 8] and pipe.transformer_2 is not None
+    assert pipe.temporal_pyramid.history == (1, 2, 4, 4) and pipe.temporal_pyramid.chunk == 9
+    video = pipe("a red circle moving right on a gray background", num_frames=33, stage_steps=[1, 1],
                  generator=torch.Generator().manual_seed(0)).frames  # fmt: skip
-    assert video.shape == (1, 5, 64, 64, 3) and np.isfinite(video).all()
+    assert video.shape == (1, 33, 64, 64, 3) and np.isfinite(video).all()
