@@ -55,9 +55,8 @@ def generate_autoregressive(
             init = pipe.scheduler.initial_shape(shape) if pipe.pyramid is not None else shape
             z = randn_tensor(init, generator=generator, device=device, dtype=torch.float32)
             z = z * getattr(pipe.scheduler, "init_noise_sigma", 1.0)
-            caches: dict[
-                int, FrameCache
-            ] = {}  # per expert: the history runs once for all of this chunk's steps
+            # per expert: the history runs once for all of this chunk's steps
+            caches: dict[int, FrameCache] = {}
             for t in timesteps:
                 pred = _predict(pipe, history, z, t, text_states, text_mask, guidance_scale, caches)
                 z = pipe.scheduler.step(pred, t, z, return_dict=False, **step_kwargs)[0]
