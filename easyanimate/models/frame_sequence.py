@@ -180,13 +180,13 @@ def forward_frame_list(
     if cache is None or f == n:
         present = _run_blocks(model, tokens, sizes, t_mod, context, mask, (H, W))[f - n :]
     else:
-        h = f - n  # history frames
-        key = (tuple(tuple(x.shape) for x in frames[:h]), (H, W), tuple(timestep[:, :h].flatten().tolist()))
+        m = f - n  # history frames
+        key = (tuple(tuple(x.shape) for x in frames[:m]), (H, W), tuple(timestep[:, :m].flatten().tolist()))
         if cache.key != key:  # a new history: run it once, its motion modules keep their attention inputs
             cache.key, cache.modules = key, {}
-            _run_blocks(model, tokens[:h], sizes[:h], t_mod[:, :h], context, mask, (H, W), 0, cache.modules)
+            _run_blocks(model, tokens[:m], sizes[:m], t_mod[:, :m], context, mask, (H, W), 0, cache.modules)
         present = _run_blocks(
-            model, tokens[h:], sizes[h:], t_mod[:, h:], context, mask, (H, W), h, cache.modules
+            model, tokens[m:], sizes[m:], t_mod[:, m:], context, mask, (H, W), m, cache.modules
         )
 
     c = model.out_channels
