@@ -59,12 +59,12 @@ class ObjectiveConfig:
     pyramid_boundaries: list[float] | None = (
         None  # pyramid: where stages 1..K-1 end (noise levels); None: k/K
     )
-    # pyramid: how often training draws each stage k = 0..K-1 (0: full size, K-1: the coarsest, the noisiest);
-    # None: uniformly. E.g. [0, 0, 1] trains only the coarsest stage (a high-noise expert)
-    pyramid_stage_weights: list[float] | None = None
-    # pyramid: the saved sampler's default steps per stage, coarsest first (another step count is split in the same
-    # proportions); None: the steps split evenly. E.g. [17, 8]: most of 25 steps at the cheap coarse stage
-    pyramid_stage_steps: list[int] | None = None
+    pyramid_stage_weights: list[float] | None = (
+        None  # pyramid: how often training draws stage k = 0 (full size) .. K-1 (coarsest); [0, 1]: coarse only
+    )
+    pyramid_stage_steps: list[int] | None = (
+        None  # pyramid: the saved sampler's default steps per stage, coarsest first, e.g. [17, 8]; None: even
+    )
 
     def __post_init__(self) -> None:
         if self.kind not in OBJECTIVES:
