@@ -61,6 +61,7 @@ stage data data
 # 2. Slice VAE (encoder + decoder, on crowds). A decoder-only second stage on the demo clips
 #    (config/demo/vae_stage2.yaml, not run) rounded corners: the shapes analyzer reads 78% of the shapes in its
 #    reconstructions of new clips against 93% for this stage alone
+# shellcheck disable=SC2086
 stage vae env DATA_ROOT="$VAE_DATA" OUTPUT_DIR="$OUT/vae" CONFIG=config/demo/vae_stage1.yaml STAGE2=0 \
     LAUNCH="$LAUNCH" sh scripts/train_vae.sh $VAE_ARGS
 
@@ -113,7 +114,7 @@ stage eval $PY -m easyanimate.eval demo --model "$OUT/experts" --inpaint-model "
     --output "$OUT/eval" --num-prompts 100 --num-i2v 30 --num-lora 20 --guidance-scale "$GUIDANCE" $EVAL_ARGS
 
 # 8b. Pyramid Flow beside it (PYRAMID=1): the same data, t2i weights and stages as the plain model, with both
-#     pyramids: t2v (config/demo/t2v_pyramid.yaml), motion words at the coarsest stage only
+#     pyramids: t2v (config/demo/t2v_pyramid.yaml), motion words at the coarse stage only
 #     (config/demo/t2v_motion_pyramid.yaml), the two joined as experts, evaluated the same way
 if [ "$PYRAMID" = 1 ]; then
     stage t2v_pyramid env "${common[@]}" MODEL_NAME="$OUT/t2i/pipeline" OUTPUT_DIR="$OUT/t2v_pyramid" \
@@ -127,8 +128,8 @@ if [ "$PYRAMID" = 1 ]; then
     # 0.5 97.5 / 30 / 90%; the t2v weights alone 100 / 37.5 / 32.5%
     stage experts_pyramid $PY scripts/make_experts.py --high "$OUT/t2v_motion_pyramid/pipeline" \
         --low "$OUT/t2v_pyramid/pipeline" --boundary "${PYRAMID_BOUNDARY:-0.7}" --output "$OUT/experts_pyramid"
-    # shellcheck disable=SC2086
     # image-to-video from the model itself (a start image is latent frame 0), 20 videos at twice the length
+    # shellcheck disable=SC2086
     stage eval_pyramid $PY -m easyanimate.eval demo --model "$OUT/experts_pyramid" \
         --inpaint-model "$OUT/experts_pyramid" --train-metadata "$DATA/metadata.json" --output "$OUT/eval_pyramid" \
         --num-prompts 100 --num-i2v 30 --num-lora 0 --num-long 20 --guidance-scale "$GUIDANCE" $EVAL_ARGS

@@ -60,11 +60,11 @@ class TemporalPyramid:
         present is the `(B, C, n, H, W)` frames of the chunk starting at `index`."""
         f = x0.shape[2]
         i = int(torch.randint(f, (1,), generator=generator, device=generator.device))
+        if self.chunk > 1 and float(torch.rand(1, generator=generator, device=generator.device)) < 0.5:
+            i = 0  # the first chunk: no history
         history = self.compress(list(x0[:, :, :i].unbind(2)))
         if self.chunk == 1:
             return history, x0[:, :, i], i
-        if float(torch.rand(1, generator=generator, device=generator.device)) < 0.5:
-            i, history = 0, []
         return history, x0[:, :, i : i + self.present_count(i)], i
 
 

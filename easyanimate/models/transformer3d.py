@@ -308,14 +308,10 @@ class VideoTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         in a chunk `(B, C, n, h, w)` returns the chunk's (see `frame_sequence.py`; `frame_cache`, a `FrameCache`,
         computes an unchanged history once while sampling).
         """
-        if (
-            isinstance(hidden_states, (list, tuple))
-            and len(hidden_states) == 1
-            and hidden_states[0].ndim == 5
-        ):
-            hidden_states = hidden_states[
-                0
-            ]  # a chunk without history is a whole clip: the same, without the list
+        is_list = isinstance(hidden_states, (list, tuple))
+        if is_list and len(hidden_states) == 1 and hidden_states[0].ndim == 5:
+            # a chunk without history is a whole clip: the same result without the frame list
+            hidden_states = hidden_states[0]
         if isinstance(hidden_states, (list, tuple)):
             from .frame_sequence import forward_frame_list
 
