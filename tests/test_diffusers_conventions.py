@@ -77,8 +77,13 @@ def test_our_from_pretrained_never_imports_the_folder_module(tmp_path, folder):
             subprocess.Popen([sys.executable, "-c", code, folder], env=env, stderr=subprocess.PIPE, text=True)
             for _ in range(2)
         ]
-        for proc in procs:
-            assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
+        try:
+            for proc in procs:
+                assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
+        finally:  # a failed or hung load leaves no process behind
+            for proc in procs:
+                proc.kill()
+                proc.wait()
         assert not (
             tmp_path / f"modules{attempt}" / "diffusers_modules" / "local" / "easyanimate_pipeline.py"
         ).exists()
