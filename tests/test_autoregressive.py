@@ -332,6 +332,13 @@ def test_chunked_objective_trains_whole_clips_and_continuations():
     # fixed-level noising (caption sensitivity): a clip that fits one chunk is the first chunk
     fixed = objective.noise_fixed(x0, torch.randn_like(x0), 0.9)
     assert len(fixed.model_input) == 1 and fixed.model_input[0].shape[2] == 5
+    # `first_chunk_share`: 1 trains whole clips only, 0 draws the start uniformly (first chunk 1/5 of the time)
+    for share, low, high in ((1.0, 60, 60), (0.0, 4, 22)):
+        objective = Objective("flow", first_chunk_share=share).autoregressive(temporal)
+        whole = sum(len(objective.noise(x0, torch.randn_like(x0), gen).model_input) == 1 for _ in range(60))
+        assert low <= whole <= high, (share, whole)
+    with pytest.raises(ValueError, match="first_chunk_share"):
+        Objective("flow", first_chunk_share=1.5)
 
 
 def test_pipeline_generates_chunk_by_chunk_with_two_experts(tmp_path):

@@ -95,6 +95,7 @@ class Objective:
         pyramid: PyramidSchedule | None = None,
         stage_weights: list[float] | None = None,
         stage_steps: list[int] | None = None,
+        first_chunk_share: float = 0.5,
     ):
         if kind not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {kind!r}")
@@ -113,6 +114,9 @@ class Objective:
         self.stage_weights = None if stage_weights is None else torch.tensor(stage_weights, dtype=torch.float)
         self.stage_steps = stage_steps  # the saved sampler's default split (see PyramidFlowScheduler)
         self.temporal: TemporalPyramid | None = None  # set by `autoregressive` for frame-by-frame models
+        if not 0 <= first_chunk_share <= 1:
+            raise ValueError(f"first_chunk_share must be in [0, 1], got {first_chunk_share}")
+        self.first_chunk_share = first_chunk_share  # chunked models: how often the first chunk is forced
         self.time_sampling, self.token_shift = time_sampling, token_shift
         self.zero_terminal_snr = zero_terminal_snr
         if kind != "flow":
@@ -189,7 +193,7 @@ class Objective:
         when one is set: `tokens` per sample); uniform timesteps otherwise. An autoregressive objective noises one
         random frame (or chunk) of each clip and gives the clean, compressed frames before it as history (level 0)."""
         if self.temporal is not None and x0.ndim == 5:
-            history, present, i = self.temporal.training_split(x0, generator)
+            history, present, i = self.temporal.training_split(x0, generator, self.first_chunk_share)
             n = present.shape[2] if present.ndim == 5 else 1
             frame_tokens = None if tokens is None else tokens // x0.shape[2] * n
             present_noise = noise[:, :, i : i + n] if present.ndim == 5 else noise[:, :, i]

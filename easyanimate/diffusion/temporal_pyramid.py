@@ -12,7 +12,7 @@ Chunks (`autoregressive_chunk` C > 1, Pyramid Flow's "chunk by chunk"): the mode
 at once, counting its history: `max(1, C - len(history))` new frames, causal among themselves. With C the clips'
 latent length, a video of the training length is one chunk without history (a whole clip: what the spatial pyramid
 alone costs); longer ones continue after a full window of history, C - window frames at a time. Training draws
-the first chunk (no history) half the time, since every video starts with it.
+the first chunk (no history) half the time by default (`first_share`), since every video starts with it.
 """
 
 from __future__ import annotations
@@ -54,13 +54,15 @@ class TemporalPyramid:
         return [down(x, self.history[n - 1 - j]) for j, x in enumerate(past)]
 
     def training_split(
-        self, x0: torch.Tensor, generator: torch.Generator
+        self, x0: torch.Tensor, generator: torch.Generator, first_share: float = 0.5
     ) -> tuple[list[torch.Tensor], torch.Tensor, int]:
         """A random present frame of `x0` `(B, C, F, H, W)`: `(history, present, index)`; with chunks, the
-        present is the `(B, C, n, H, W)` frames of the chunk starting at `index`."""
+        present is the `(B, C, n, H, W)` frames of the chunk starting at `index`, the first chunk forced in a
+        `first_share` of the draws (the rest start anywhere, the first chunk included)."""
         f = x0.shape[2]
-        i = int(torch.randint(f, (1,), generator=generator, device=generator.device))
-        if self.chunk > 1 and float(torch.rand(1, generator=generator, device=generator.device)) < 0.5:
+        dev = generator.device
+        i = int(torch.randint(f, (1,), generator=generator, device=dev))
+        if self.chunk > 1 and float(torch.rand(1, generator=generator, device=dev)) < first_share:
             i = 0  # the first chunk: no history
         history = self.compress(list(x0[:, :, :i].unbind(2)))
         if self.chunk == 1:

@@ -65,6 +65,7 @@ class ObjectiveConfig:
     pyramid_stage_steps: list[int] | None = (
         None  # pyramid: the saved sampler's default steps per stage, coarsest first, e.g. [17, 8]; None: even
     )
+    first_chunk_share: float = 0.5  # chunked models: share of draws forced to the 1st chunk (1: whole clips)
 
     def __post_init__(self) -> None:
         if self.kind not in OBJECTIVES:
@@ -81,6 +82,7 @@ class ObjectiveConfig:
             flow_max_shift=(-10.0, 10.0),
             flow_base_tokens=(1, None),
             flow_max_tokens=(1, None),
+            first_chunk_share=(0.0, 1.0),
         )
         if self.flow_token_shift and self.flow_shift != 1.0:
             raise ValueError("objective: set flow_shift or flow_token_shift, not both")
@@ -141,6 +143,7 @@ class ObjectiveConfig:
             pyramid=self.pyramid(),
             stage_weights=self.pyramid_stage_weights,
             stage_steps=self.pyramid_stage_steps,
+            first_chunk_share=self.first_chunk_share,
         )
 
 
