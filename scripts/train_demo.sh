@@ -115,7 +115,8 @@ stage eval $PY -m easyanimate.eval demo --model "$OUT/experts" --inpaint-model "
 
 # 8b. Pyramid Flow beside it (PYRAMID=1): the same data, t2i weights and stages as the plain model, with both
 #     pyramids: t2v (config/demo/t2v_pyramid.yaml), motion words at the coarse stage only
-#     (config/demo/t2v_motion_pyramid.yaml), the two joined as experts, evaluated the same way
+#     (config/demo/t2v_motion_pyramid.yaml), the t2v weights trained on at the full-size stage on whole clips
+#     (config/demo/t2v_pyramid_fine.yaml), the last two joined as experts, evaluated the same way
 if [ "$PYRAMID" = 1 ]; then
     stage t2v_pyramid env "${common[@]}" MODEL_NAME="$OUT/t2i/pipeline" OUTPUT_DIR="$OUT/t2v_pyramid" \
         CONFIG=config/demo/t2v_pyramid.yaml sh scripts/train_t2v.sh data.latent_cache="$OUT/cache/t2v" $ARGS
@@ -123,11 +124,16 @@ if [ "$PYRAMID" = 1 ]; then
         MODEL_NAME="$OUT/t2v_pyramid/pipeline" OUTPUT_DIR="$OUT/t2v_motion_pyramid" \
         CONFIG=config/demo/t2v_motion_pyramid.yaml sh scripts/train_t2v.sh data.latent_cache="$OUT/cache/motion" \
         $ARGS
-    # the motion-word weights for noise >= 0.7 (10 of the coarse stage's 17 steps). 40 held-out pairs, colour /
-    # shape / direction: boundary 0.9 97.5 / 50 / 72.5%, 0.8 97.5 / 35 / 87.5%, 0.7 97.5 / 42.5 / 95%,
-    # 0.5 97.5 / 30 / 90%; the t2v weights alone 100 / 37.5 / 32.5%
+    stage t2v_pyramid_fine env "${common[@]}" MODEL_NAME="$OUT/t2v_pyramid/pipeline" \
+        OUTPUT_DIR="$OUT/t2v_pyramid_fine" CONFIG=config/demo/t2v_pyramid_fine.yaml sh scripts/train_t2v.sh \
+        data.latent_cache="$OUT/cache/t2v" $ARGS
+    # the motion-word weights for noise >= 0.7 (10 of the coarse stage's 17 steps), the full-size-stage weights
+    # below. 100 held-out pairs, colour / shape / direction: boundary 0.8 96 / 74 / 81%, 0.7 96 / 70 / 84%,
+    # 0.65 97 / 66 / 88%, 0.6 98 / 63 / 89%, 0.5 99 / 45 / 88%; the t2v weights instead of the full-size-stage
+    # ones at 0.7: 90 / 49 / 85%
     stage experts_pyramid $PY scripts/make_experts.py --high "$OUT/t2v_motion_pyramid/pipeline" \
-        --low "$OUT/t2v_pyramid/pipeline" --boundary "${PYRAMID_BOUNDARY:-0.7}" --output "$OUT/experts_pyramid"
+        --low "$OUT/t2v_pyramid_fine/pipeline" --boundary "${PYRAMID_BOUNDARY:-0.7}" \
+        --output "$OUT/experts_pyramid"
     # image-to-video from the model itself (a start image is latent frame 0), 20 videos at twice the length
     # shellcheck disable=SC2086
     stage eval_pyramid $PY -m easyanimate.eval demo --model "$OUT/experts_pyramid" \

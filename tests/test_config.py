@@ -62,7 +62,8 @@ def test_every_shipped_training_config_loads():
     paths = glob.glob(os.path.join(ROOT, "config", "train_*.yaml"))
     paths += [
         os.path.join(ROOT, "config", "demo", f"{n}.yaml")
-        for n in ("t2i", "t2v", "t2v_motion", "t2v_pyramid", "t2v_motion_pyramid", "inpaint", "lora")
+        for n in ("t2i", "t2v", "t2v_motion", "t2v_pyramid", "t2v_motion_pyramid", "t2v_pyramid_fine")
+        + ("inpaint", "lora")
     ]
     assert len(paths) >= 10
     for path in paths:
@@ -72,3 +73,5 @@ def test_every_shipped_training_config_loads():
     assert pyramid.objective.pyramid().stages == 2
     assert pyramid.model.transformer_options["autoregressive_history"] == [1, 2, 4, 4]
     assert pyramid.model.transformer_options["autoregressive_chunk"] == 9  # a 17-frame clip's latent frames
+    fine = load_config(TrainConfig, os.path.join(ROOT, "config", "demo", "t2v_pyramid_fine.yaml"), [])
+    assert fine.objective.build().first_chunk_share == 1.0 and fine.objective.pyramid_stage_weights == [1, 0]
