@@ -7,7 +7,7 @@
 #
 # Variables: OUT (work folder, default outputs/demo), DATA / STYLE_DATA (datasets), PYRAMID (1: also train and
 # evaluate EasyAnimate-demo-pyramid, Pyramid Flow's two pyramids, from the same t2i weights; PYRAMID_BOUNDARY: where
-# its motion-word expert hands over, default 0.7), LAUNCH (default python;
+# its motion-word expert hands over, default 0.75), LAUNCH (default python;
 # "accelerate launch" on GPU machines), EXPORT (1: write models/), GUIDANCE (the evaluation's CFG scale, default 4:
 # the model's recommended one, see its card), EVAL_ARGS (extra arguments for the evaluation),
 # ARGS (key=value overrides for every DiT stage, e.g. ARGS="optimization.max_steps=2" for a smoke run),
@@ -115,7 +115,7 @@ stage eval $PY -m easyanimate.eval demo --model "$OUT/experts" --inpaint-model "
 
 # 8b. Pyramid Flow beside it (PYRAMID=1): the same data, t2i weights and stages as the plain model, with both
 #     pyramids: t2v (config/demo/t2v_pyramid.yaml), motion words at the coarse stage only
-#     (config/demo/t2v_motion_pyramid.yaml), the t2v weights trained on at the full-size stage on whole clips
+#     (config/demo/t2v_motion_pyramid.yaml), the t2v weights trained on whole clips, mostly at the full-size stage
 #     (config/demo/t2v_pyramid_fine.yaml), the last two joined as experts, evaluated the same way
 if [ "$PYRAMID" = 1 ]; then
     stage t2v_pyramid env "${common[@]}" MODEL_NAME="$OUT/t2i/pipeline" OUTPUT_DIR="$OUT/t2v_pyramid" \
@@ -127,12 +127,11 @@ if [ "$PYRAMID" = 1 ]; then
     stage t2v_pyramid_fine env "${common[@]}" MODEL_NAME="$OUT/t2v_pyramid/pipeline" \
         OUTPUT_DIR="$OUT/t2v_pyramid_fine" CONFIG=config/demo/t2v_pyramid_fine.yaml sh scripts/train_t2v.sh \
         data.latent_cache="$OUT/cache/t2v" $ARGS
-    # the motion-word weights for noise >= 0.7 (10 of the coarse stage's 17 steps), the full-size-stage weights
-    # below. 100 held-out pairs, colour / shape / direction: boundary 0.8 96 / 74 / 81%, 0.7 96 / 70 / 84%,
-    # 0.65 97 / 66 / 88%, 0.6 98 / 63 / 89%, 0.5 99 / 45 / 88%; the t2v weights instead of the full-size-stage
-    # ones at 0.7: 90 / 49 / 85%
+    # the motion-word weights for noise >= 0.75 (9 of the coarse stage's 17 steps), the whole-clip weights below.
+    # 100 held-out pairs, colour / shape / direction: boundary 0.75 94 / 70 / 91%, 0.7 92 / 68 / 90%, 0.65 94 /
+    # 66 / 89%; the t2v weights instead of the whole-clip ones at 0.7: 90 / 49 / 85%
     stage experts_pyramid $PY scripts/make_experts.py --high "$OUT/t2v_motion_pyramid/pipeline" \
-        --low "$OUT/t2v_pyramid_fine/pipeline" --boundary "${PYRAMID_BOUNDARY:-0.7}" \
+        --low "$OUT/t2v_pyramid_fine/pipeline" --boundary "${PYRAMID_BOUNDARY:-0.75}" \
         --output "$OUT/experts_pyramid"
     # image-to-video from the model itself (a start image is latent frame 0), 20 videos at twice the length
     # shellcheck disable=SC2086

@@ -74,4 +74,5 @@ def test_every_shipped_training_config_loads():
     assert pyramid.model.transformer_options["autoregressive_history"] == [1, 2, 4, 4]
     assert pyramid.model.transformer_options["autoregressive_chunk"] == 9  # a 17-frame clip's latent frames
     fine = load_config(TrainConfig, os.path.join(ROOT, "config", "demo", "t2v_pyramid_fine.yaml"), [])
-    assert fine.objective.build().first_chunk_share == 1.0 and fine.objective.pyramid_stage_weights == [1, 0]
+    assert fine.objective.build().first_chunk_share == 1.0  # whole clips only
+    assert fine.objective.pyramid_stage_weights == [0.75, 0.25]
