@@ -12,7 +12,8 @@ Chunks (`autoregressive_chunk` C > 1, Pyramid Flow's "chunk by chunk"): the mode
 at once, counting its history: `max(1, C - len(history))` new frames, causal among themselves. With C the clips'
 latent length, a video of the training length is one chunk without history (a whole clip: what the spatial pyramid
 alone costs); longer ones continue after a full window of history, C - window frames at a time. Training draws
-the first chunk (no history) half the time by default (`first_share`), since every video starts with it.
+the first chunk (no history) half the time by default (`objective.first_chunk_share`), since every video starts
+with it.
 """
 
 from __future__ import annotations
