@@ -62,8 +62,16 @@ def test_every_shipped_training_config_loads():
     paths = glob.glob(os.path.join(ROOT, "config", "train_*.yaml"))
     paths += [
         os.path.join(ROOT, "config", "demo", f"{n}.yaml")
-        for n in ("t2i", "t2v", "t2v_motion", "t2v_pyramid", "t2v_motion_pyramid", "t2v_pyramid_fine")
-        + ("inpaint", "lora")
+        for n in (
+            "t2i",
+            "t2v",
+            "t2v_motion",
+            "t2v_pyramid",
+            "t2v_motion_pyramid",
+            "t2v_pyramid_fine",
+            "inpaint",
+            "lora",
+        )
     ]
     assert len(paths) >= 10
     for path in paths:
