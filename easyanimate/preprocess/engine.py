@@ -353,6 +353,11 @@ def run(input_uri: str, out: str, cfg: PreprocessConfig) -> dict:
     # them for the whole job and the stage ran one task at a time (seen in Ray Data's log). Rows are small:
     # let it finish and free its CPU (Ray Data's object-store budget still bounds the queue)
     ctx.downstream_capacity_backpressure_ratio = None
+    # ... and a task's output stream pauses after 2 x this many blocks its consumer has not taken yet: the
+    # repartition then still held its CPU for 5-6 s per job (34% of the filter job on 2 CPUs, in Ray's task
+    # timeline), one stage task at a time meanwhile. Unbounded, it emits its one-row blocks in 0.07 s and frees
+    # the CPU; the stages emit a few rows per task, so nothing else grows
+    ctx._max_num_blocks_in_streaming_gen_buffer = None
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     tasks = (
         {"compute": ray.data.TaskPoolStrategy(size=cfg.engine.cpu_concurrency)}
