@@ -361,3 +361,21 @@ def test_aesthetic_scorer_from_a_local_folder(tmp_path, raw):
     assert other != score
     with pytest.raises(FileNotFoundError, match="aesthetic head"):
         AestheticScorer(str(tmp_path / "missing"))
+
+
+def test_benchmark_measures_steady_throughput_and_busy_slots():
+    """The benchmark's two measures on known timelines: clips/s between the first and last finish; tasks running
+    at once over a stage's span (Ray's timeline events: microseconds), per stage."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from bench_preprocess import busy_slots, steady
+
+    assert steady([0.0, 10.0, 11.0, 12.0]) == pytest.approx(1.0)  # 0 = no finish time recorded: left out
+    assert steady([5.0]) == 0.0
+
+    def task(stage: str, start_s: float, end_s: float) -> dict:
+        return {"cat": f"task::Map({stage})", "ph": "X", "ts": start_s * 1e6, "dur": (end_s - start_s) * 1e6}
+
+    events = [task("cpu_filters", 0, 2), task("cpu_filters", 0, 2), task("cpu_filters", 2, 4)]  # 2 then 1
+    events += [task("split_window", 0, 1), task("split_window", 1, 2)]  # one after the other
+    events += [{"cat": "task:execute", "ph": "X", "ts": 0, "dur": 9e6}]  # a task's phase, not a task: ignored
+    assert busy_slots(events) == {"cpu_filters": 1.5, "split_window": 1.0}
