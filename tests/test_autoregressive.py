@@ -408,3 +408,42 @@ def test_pyramid_stage_weights_pick_the_stages_training_draws():
     for bad in ("[1, 1]", "[0, 0, 0]", "[1, -1, 1]"):
         with pytest.raises(ValueError, match="pyramid_stage_weights must be 3 non-negative"):
             objective(f"objective.pyramid_stage_weights={bad}")
+
+
+def test_history_noise_corrupts_only_the_history_and_keeps_its_level_zero():
+    """`objective.history_noise` h: each sample's history frames become (1 - s) x + s n, one s drawn in [0, h] per
+    sample, the model still told level 0; the present frame, its level and target are as without it."""
+    from easyanimate.diffusion.objectives import Objective
+    from easyanimate.diffusion.temporal_pyramid import TemporalPyramid
+    from easyanimate.training.config import ObjectiveConfig
+
+    temporal = TemporalPyramid((1, 1, 1), chunk=1)  # frame by frame, uncompressed history: comparable to x0
+    x0 = torch.randn(64, 4, 4, 16, 16)
+    clean = Objective("flow").autoregressive(temporal)
+    noisy = Objective("flow", history_noise=0.5).autoregressive(temporal)
+    noise = torch.randn_like(x0)
+    for seed in range(20):
+        a = clean.noise(x0, noise, torch.Generator().manual_seed(seed))
+        if len(a.model_input) >= 3:
+            break
+    b = noisy.noise(x0, noise, torch.Generator().manual_seed(seed))
+    history = len(a.model_input) - 1
+    assert history >= 2 and len(b.model_input) == history + 1
+    for k in range(history):
+        assert torch.equal(a.model_input[k], x0[:, :, k])  # without it: the real frames
+    assert torch.equal(b.model_input[-1], a.model_input[-1]) and torch.equal(b.target, a.target)
+    assert torch.equal(b.timesteps, a.timesteps) and (b.timesteps[:, :history] == 0).all()
+    # s per sample and frame from the projection on the clean frame: (1 - s) up to the noise's small overlap
+    s = torch.stack(
+        [
+            1 - (b.model_input[k] * x0[:, :, k]).flatten(1).sum(1) / x0[:, :, k].flatten(1).pow(2).sum(1)
+            for k in range(history)
+        ]
+    )
+    assert s.min() > -0.1 and s.max() < 0.6  # within [0, h]
+    assert s[0].min() < 0.1 and s[0].max() > 0.4  # drawn across it
+    assert (s - s[0]).abs().max() < 0.1  # one level for all of a sample's history frames
+    with pytest.raises(ValueError, match="history_noise"):
+        Objective("flow", history_noise=1.5)
+    with pytest.raises(ValueError, match="history_noise"):
+        ObjectiveConfig(history_noise=-0.1)

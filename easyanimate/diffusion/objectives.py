@@ -96,6 +96,7 @@ class Objective:
         stage_weights: list[float] | None = None,
         stage_steps: list[int] | None = None,
         first_chunk_share: float = 0.5,
+        history_noise: float = 0.0,
     ):
         if kind not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {kind!r}")
@@ -117,6 +118,11 @@ class Objective:
         if not 0 <= first_chunk_share <= 1:
             raise ValueError(f"first_chunk_share must be in [0, 1], got {first_chunk_share}")
         self.first_chunk_share = first_chunk_share  # chunked models: how often the first chunk is forced
+        if not 0 <= history_noise <= 1:
+            raise ValueError(f"history_noise must be in [0, 1], got {history_noise}")
+        self.history_noise = (
+            history_noise  # autoregressive models: most noise mixed into the training history
+        )
         self.time_sampling, self.token_shift = time_sampling, token_shift
         self.zero_terminal_snr = zero_terminal_snr
         if kind != "flow":
@@ -197,8 +203,24 @@ class Objective:
             n = present.shape[2] if present.ndim == 5 else 1
             frame_tokens = None if tokens is None else tokens // x0.shape[2] * n
             present_noise = noise[:, :, i : i + n] if present.ndim == 5 else noise[:, :, i]
-            return _after(history, self._noise_one(present, present_noise, generator, frame_tokens))
+            noised = self._noise_one(present, present_noise, generator, frame_tokens)
+            if self.history_noise > 0 and history:
+                history = self.corrupt_history(history, generator)
+            return _after(history, noised)
         return self._noise_one(x0, noise, generator, tokens)
+
+    def corrupt_history(self, history: list[torch.Tensor], generator: torch.Generator) -> list[torch.Tensor]:
+        """Each sample's history frames mixed with fresh noise, `(1 - s) x + s n`, at a level `s` drawn uniformly
+        from [0, history_noise] per sample, while the model is still told level 0 (as Pyramid Flow does): at
+        inference its history is its own imperfect output, which it then learns not to copy blindly."""
+        dev = generator.device
+        s = torch.rand(history[0].shape[0], generator=generator, device=dev) * self.history_noise
+        out = []
+        for h in history:
+            n = torch.randn(h.shape, generator=generator, device=dev).to(h)
+            level = s.to(h).view(-1, *[1] * (h.ndim - 1))
+            out.append((1 - level) * h + level * n)
+        return out
 
     def _noise_one(
         self, x0: torch.Tensor, noise: torch.Tensor, generator: torch.Generator, tokens: int | None = None

@@ -66,6 +66,7 @@ class ObjectiveConfig:
         None  # pyramid: the saved sampler's default steps per stage, coarsest first, e.g. [17, 8]; None: even
     )
     first_chunk_share: float = 0.5  # chunked models: share of draws forced to the 1st chunk (1: whole clips)
+    history_noise: float = 0.0  # autoregressive models: history mixed with noise up to this level (0: clean)
 
     def __post_init__(self) -> None:
         if self.kind not in OBJECTIVES:
@@ -83,6 +84,7 @@ class ObjectiveConfig:
             flow_base_tokens=(1, None),
             flow_max_tokens=(1, None),
             first_chunk_share=(0.0, 1.0),
+            history_noise=(0.0, 1.0),
         )
         if self.flow_token_shift and self.flow_shift != 1.0:
             raise ValueError("objective: set flow_shift or flow_token_shift, not both")
@@ -144,6 +146,7 @@ class ObjectiveConfig:
             stage_weights=self.pyramid_stage_weights,
             stage_steps=self.pyramid_stage_steps,
             first_chunk_share=self.first_chunk_share,
+            history_noise=self.history_noise,
         )
 
 
