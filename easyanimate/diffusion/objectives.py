@@ -120,9 +120,7 @@ class Objective:
         self.first_chunk_share = first_chunk_share  # chunked models: how often the first chunk is forced
         if not 0 <= history_noise <= 1:
             raise ValueError(f"history_noise must be in [0, 1], got {history_noise}")
-        self.history_noise = (
-            history_noise  # autoregressive models: most noise mixed into the training history
-        )
+        self.history_noise = history_noise  # autoregressive models: most noise mixed into the history
         self.time_sampling, self.token_shift = time_sampling, token_shift
         self.zero_terminal_snr = zero_terminal_snr
         if kind != "flow":
