@@ -7,9 +7,9 @@ much two processes can gain on this machine at all.
 Steady state: clips finished per second between the first and the last clip of a stage, from each row's finish
 time, so a job's start-up (Ray's workers, the first task's imports) is not counted. Ray Data's own per-operator
 throughput (`ds.stats()`) is recorded beside it, and each stage's busy slots (its tasks running at once, from
-Ray's task timeline: Ray's scheduling apart from this machine's own 2-core scaling). Synthetic raw videos (pans, cuts, text, still and dark shots)
-at 512x384, so a clip is about a second of work as with real footage (at 128x96 Ray's per-task cost dominates);
-OCR (tesseract) on when installed, captioning off.
+Ray's task timeline: Ray's scheduling apart from this machine's own 2-core scaling). Synthetic raw videos (pans,
+cuts, text, still and dark shots) at 512x384, so a clip is about a second of work as with real footage (at 128x96
+Ray's per-task cost dominates); OCR (tesseract) on when installed, captioning off.
 """
 
 from __future__ import annotations
@@ -62,11 +62,16 @@ def ray_throughput(stats: str) -> dict[str, float]:
 def busy_slots(events: list[dict]) -> dict[str, float]:
     """Stage -> mean number of its tasks running at once between its first start and last end, from Ray's task
     timeline: how well Ray keeps the workers busy, apart from how fast each task runs on this machine."""
+    from easyanimate.preprocess import engine
+
+    stages = [f.__name__ for f in (engine.plan_video, engine.split_window, engine.cpu_filters)]
     spans: dict[str, list[tuple[float, float]]] = {}
     for e in events:
         cat = e.get("cat", "")
-        for stage in ("plan_video", "split_window", "cpu_filters"):
-            if e.get("ph") == "X" and cat.startswith("task::") and stage in cat:
+        if e.get("ph") != "X" or not cat.startswith("task::"):  # a whole task, not one of its phases
+            continue
+        for stage in stages:  # Ray names a map task after the stage function: task::FlatMap(split_window)
+            if stage in cat:
                 spans.setdefault(stage, []).append((e["ts"], e["ts"] + e["dur"]))
     return {
         stage: round(sum(b - a for a, b in iv) / (max(b for _, b in iv) - min(a for a, _ in iv)), 3)
